@@ -1,0 +1,148 @@
+"""The ``avatar-studio`` command: the desktop app by default, plus scriptable subcommands.
+
+Subcommands print one line and exit non-zero on a file they cannot use, so reviewers and CI
+scripts can rely on the exit code. ``avatar-studio FILE.glb`` opens the file in the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from avatar_studio import __version__
+
+if TYPE_CHECKING:  # the real imports are lazy, so `--version` and `--help` stay instant
+    from avatar_studio.avatar.model import Avatar
+    from avatar_studio.lipsync.viseme_table import VisemeTable
+
+SUBCOMMANDS = ("inspect", "pose")
+EXPORT_SUFFIXES = (".glb", ".ply", ".obj")
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def _name_weight(text: str) -> tuple[str, float]:
+    name, sep, value = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT, got {text!r}")
+    try:
+        weight = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the weight in {text!r} is not a number") from None
+    if not 0.0 <= weight <= 1.0:
+        raise argparse.ArgumentTypeError(f"the weight in {text!r} must be between 0 and 1")
+    return name, weight
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avatar-studio",
+        description="Selfie → photoreal, animatable 3D avatar. Without a subcommand, opens the desktop app "
+        "(with FILE.glb: opens that file for review).",
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"avatar-studio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p_inspect = sub.add_parser("inspect", help="describe a .glb/.gltf: meshes, textures, morph targets, ARKit coverage")
+    p_inspect.add_argument("file", type=Path)
+    p_inspect.add_argument(
+        "--mapping", type=Path, metavar="TABLE", help="viseme table: also report the visemes it cannot express"
+    )
+    p_inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p_pose = sub.add_parser("pose", help="bake a posed avatar (morph weights applied) to .glb, .ply or .obj")
+    p_pose.add_argument("file", type=Path)
+    p_pose.add_argument("--set", dest="sets", type=_name_weight, nargs="+", action="extend", default=[],
+                        metavar="NAME=WEIGHT", help="morph target weight (canonical or file name)")
+    p_pose.add_argument("--mapping", type=Path, metavar="TABLE", help="viseme table (default: the built-in table)")
+    p_pose.add_argument("--viseme", dest="visemes", type=_name_weight, nargs="+", action="extend", default=[],
+                        metavar="NAME=WEIGHT", help="viseme weight, turned into blendshapes by the table")
+    p_pose.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+    return parser
+
+
+def _load(path: Path) -> Avatar:
+    from avatar_studio.avatar.errors import AvatarError
+    from avatar_studio.avatar.gltf_reader import load_avatar
+
+    try:
+        return load_avatar(path)
+    except AvatarError as exc:
+        raise CliError(f"{path}: {exc}") from None
+
+
+def _table(path: Path | None) -> VisemeTable:
+    from avatar_studio.lipsync.viseme_table import VisemeTable, VisemeTableError
+
+    try:
+        return VisemeTable.default() if path is None else VisemeTable.load(path)
+    except VisemeTableError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror}") from None
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from avatar_studio.avatar.report import build_report, render_text
+
+    avatar = _load(args.file)
+    table = _table(args.mapping) if args.mapping else None
+    report = build_report(avatar, table)
+    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    return 0
+
+
+def _pose(args: argparse.Namespace) -> int:
+    from avatar_studio.avatar.export import export_posed
+    from avatar_studio.avatar.morph import MorphEvaluator
+
+    if args.output.suffix.lower() not in EXPORT_SUFFIXES:
+        raise CliError(f"{args.output}: the output must end in {', '.join(EXPORT_SUFFIXES)}")
+    avatar = _load(args.file)
+    weights: dict[str, float] = {}
+    if args.visemes or args.mapping:
+        table = _table(args.mapping)
+        try:
+            from_visemes = table.blendshapes(dict(args.visemes))
+        except KeyError as exc:
+            raise CliError(str(exc.args[0]) if exc.args else str(exc)) from None
+        missing = sorted(name for name, w in from_visemes.items() if w and name not in avatar.morph_names)
+        if missing:
+            print(f"avatar-studio: note: this avatar lacks {', '.join(missing)}; those parts of the visemes are "
+                  "left out", file=sys.stderr)
+        weights.update({n: w for n, w in from_visemes.items() if n in avatar.morph_names})
+    evaluator = MorphEvaluator(avatar)
+    for name, weight in args.sets:
+        try:
+            avatar.morph_index(name)
+        except KeyError:
+            known = ", ".join(avatar.morph_names) or "none"
+            raise CliError(f"{args.file}: no morph target named {name!r} (this avatar has: {known})") from None
+        weights[name] = weight
+    try:
+        export_posed(avatar, evaluator.apply(weights), args.output)
+    except OSError as exc:
+        raise CliError(f"{args.output}: {exc.strerror or exc}") from None
+    print(f"wrote {args.output}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``avatar-studio`` and ``python -m avatar_studio``."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0] not in SUBCOMMANDS and not args_list[0].startswith("-")):
+        from avatar_studio.gui.app import run_app
+
+        return run_app(args_list)
+    args = _parser().parse_args(args_list)
+    try:
+        return _inspect(args) if args.command == "inspect" else _pose(args)
+    except CliError as exc:
+        print(f"avatar-studio: error: {exc}", file=sys.stderr)
+        return 1
