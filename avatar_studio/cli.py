@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,10 +134,21 @@ def _pose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_display() -> bool:
+    """Qt aborts the whole process without a display; say so in one line instead (Linux/BSD only)."""
+    if not sys.platform.startswith(("linux", "freebsd")) or os.environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``avatar-studio`` and ``python -m avatar_studio``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or (args_list[0] not in SUBCOMMANDS and not args_list[0].startswith("-")):
+        if _no_display():
+            print("avatar-studio: error: the desktop app needs a display (DISPLAY and WAYLAND_DISPLAY are unset); "
+                  "start it from a desktop session, or use a subcommand (see --help)", file=sys.stderr)
+            return 2
         from avatar_studio.gui.app import run_app
 
         return run_app(args_list)

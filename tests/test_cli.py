@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,11 @@ def test_pose_rejects_unknown_target_and_bad_suffix(head: Path, tmp_path: Path) 
     assert result.returncode == 1 and ".glb, .ply, .obj" in result.stderr
     result = _run("pose", str(head), "--set", "jawOpen=2", "-o", str(tmp_path / "x.glb"))
     assert result.returncode == 2 and "between 0 and 1" in result.stderr
+
+
+def test_app_without_a_display_says_so_instead_of_aborting() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([sys.executable, "-m", "avatar_studio"], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode == 2
+    assert "needs a display" in result.stderr
