@@ -18,9 +18,10 @@ from avatar_studio import __version__
 
 if TYPE_CHECKING:  # the real imports are lazy, so `--version` and `--help` stay instant
     from avatar_studio.avatar.model import Avatar
+    from avatar_studio.config import Settings
     from avatar_studio.lipsync.viseme_table import VisemeTable
 
-SUBCOMMANDS = ("inspect", "pose")
+SUBCOMMANDS = ("inspect", "pose", "serve", "worker")
 EXPORT_SUFFIXES = (".glb", ".ply", ".obj")
 
 
@@ -65,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     p_pose.add_argument("--viseme", dest="visemes", type=_name_weight, nargs="+", action="extend", default=[],
                         metavar="NAME=WEIGHT", help="viseme weight, turned into blendshapes by the table")
     p_pose.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+
+    p_serve = sub.add_parser("serve", help="run the avatar service (REST API + job workers) in the foreground",
+                             description="Settings come from the environment: DATABASE_URL, STORAGE_BUCKET, PROVIDER, "
+                             "PROVIDER_API_KEY, AVATAR_STUDIO_DATA_DIR, AVATAR_STUDIO_PUBLIC_URL (see the README).")
+    p_serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p_serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0 = any free)")
+    p_serve.add_argument("--workers", type=int, default=1, metavar="N",
+                         help="job workers inside this process (default: 1; 0 = API only)")
+
+    p_worker = sub.add_parser("worker", help="run job workers only, against the service's database and storage")
+    p_worker.add_argument("--concurrency", type=int, default=1, metavar="N", help="parallel jobs (default: 1)")
     return parser
 
 
@@ -141,6 +153,44 @@ def _no_display() -> bool:
     return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def _service_settings() -> Settings:
+    from avatar_studio.config import Settings
+
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from avatar_studio.service.runner import serve
+
+    if args.workers < 0 or not 0 <= args.port <= 65535:
+        raise CliError("--workers must be ≥ 0 and --port between 0 and 65535")
+    _logging()
+    try:
+        serve(_service_settings(), args.host, args.port, args.workers)
+    except OSError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from avatar_studio.service.runner import run_workers
+
+    if args.concurrency < 1:
+        raise CliError("--concurrency must be at least 1")
+    _logging()
+    run_workers(_service_settings(), args.concurrency)
+    return 0
+
+
+def _logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``avatar-studio`` and ``python -m avatar_studio``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -153,8 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_app(args_list)
     args = _parser().parse_args(args_list)
+    commands = {"inspect": _inspect, "pose": _pose, "serve": _serve, "worker": _worker}
+    if args.command is None:
+        _parser().print_help()
+        return 2
     try:
-        return _inspect(args) if args.command == "inspect" else _pose(args)
+        return commands[args.command](args)
     except CliError as exc:
         print(f"avatar-studio: error: {exc}", file=sys.stderr)
         return 1

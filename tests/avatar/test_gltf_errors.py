@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import build_glb, pack_glb
+from gltf_builder import build_glb, pack_glb
 
 from avatar_studio.avatar.errors import BrokenAsset, UnsupportedAsset
 from avatar_studio.avatar.gltf_reader import load_avatar
