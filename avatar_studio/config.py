@@ -15,6 +15,8 @@ from pathlib import Path
 
 import platformdirs
 
+from avatar_studio.secrets import register_secret
+
 APP_DIR_NAME = "avatar-studio"
 SECRET_FILE = "signing.key"
 
@@ -98,6 +100,8 @@ class Settings:
                 raise ValueError("AVATAR_STUDIO_SIGNING_SECRET must hold at least 32 bytes (64 hex digits)")
         else:
             secret = load_or_create_secret(folder)
+        register_secret(env.get("PROVIDER_API_KEY"))
+        register_secret(secret_hex)
         return cls(
             data_dir=folder,
             database_url=env.get("DATABASE_URL") or f"sqlite:///{folder / 'avatar-studio.db'}",

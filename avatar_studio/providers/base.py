@@ -12,6 +12,8 @@ the ``avatar_studio.providers`` entry point group, loaded on first use.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -87,6 +89,15 @@ ProviderFactory = Callable[[str | None], Provider]  # called with the API key (N
 _registry: dict[str, ProviderFactory] = {}
 _entry_points_loaded = False
 
+# The providers that ship with Avatar Studio, imported on first use (each module is heavy: httpx
+# adapters, or the face-landmark runtime of ``local``). The class is called with the API key.
+BUILTIN_PROVIDERS = {
+    "local": "avatar_studio.providers.local:LocalProvider",
+    "avatar-sdk": "avatar_studio.providers.avatar_sdk:AvatarSdkProvider",
+    "in3d": "avatar_studio.providers.in3d:In3dProvider",
+    "didimo": "avatar_studio.providers.didimo:DidimoProvider",
+}
+
 
 def register_provider(name: str, factory: ProviderFactory) -> None:
     """Make ``name`` usable as ``PROVIDER`` or as a job's ``provider`` field."""
@@ -98,9 +109,24 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    for name, target in BUILTIN_PROVIDERS.items():
+        if name not in _registry and importlib.util.find_spec(target.split(":")[0]) is not None:
+            _registry[name] = _lazy(target)
     for ep in entry_points(group="avatar_studio.providers"):
         if ep.name not in _registry:
             _registry[ep.name] = ep.load()
+
+
+def _lazy(target: str) -> ProviderFactory:
+    def factory(api_key: str | None) -> Provider:
+        module, _, attr = target.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            raise ProviderError(f"this provider cannot run here: {exc}") from None
+        return cls(api_key)
+
+    return factory
 
 
 def available_providers() -> list[str]:

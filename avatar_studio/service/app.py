@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,36 +60,54 @@ def _parse_id(raw: str, what: str) -> uuid.UUID:
         raise not_found(what) from None
 
 
-def _job_status(job: AvatarJob, asset_id: uuid.UUID | None) -> dict[str, Any]:
+def _job_status(
+    status: str, progress: float, error: str | None, action_url: str | None, asset_id: uuid.UUID | None
+) -> dict[str, Any]:
+    """The spec's job body: the error only for failed jobs, the action URL only while waiting."""
     return {
-        "status": job.status,
-        "progress": round(float(job.progress), 4),
+        "status": status,
+        "progress": round(float(progress), 4),
         "assetId": str(asset_id) if asset_id else None,
-        "error": job.error if job.status == "error" else None,
-        "actionUrl": job.action_url if job.status in ("queued", "processing") else None,
+        "error": error if status == "error" else None,
+        "actionUrl": action_url if status in ("queued", "processing") else None,
     }
 
 
-def _db(request: Request) -> Iterator[Session]:
+async def _db(request: Request) -> AsyncIterator[Session]:
+    """A session per request. Async on purpose: creating one does no I/O, and a sync dependency
+    would cost a thread-pool hop on every request (the handlers themselves stay sync)."""
     factory: sessionmaker[Session] = request.app.state.session_factory
-    with factory() as session:
+    session = factory()
+    try:
         yield session
+    finally:
+        await run_in_threadpool(session.close)  # may roll back: real I/O, so off the event loop
 
 
 DB = Annotated[Session, Depends(_db)]
 
 
-def _current_user(session: DB, authorization: Annotated[str | None, Header()] = None) -> User:
-    """The user whose bearer token this is; 401 with a sentence otherwise."""
+def _bearer(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _current_user_from_token(token: str, user: User | None = None) -> User:
+    """401 with a sentence unless ``user`` is the token's user."""
+    if not token:
         raise ApiError(401, "unauthorized", "sign in first: send 'Authorization: Bearer <token>'",
                        headers={"WWW-Authenticate": "Bearer"})
-    user = session.scalar(sa.select(User).where(User.token_hash == token_hash(token.strip())))
     if user is None:
         raise ApiError(401, "unauthorized", "the token is not valid (the user may have been deleted)",
                        headers={"WWW-Authenticate": "Bearer"})
     return user
+
+
+def _current_user(session: DB, authorization: Annotated[str | None, Header()] = None) -> User:
+    """The user whose bearer token this is; 401 with a sentence otherwise."""
+    token = _bearer(authorization)
+    user = session.scalar(sa.select(User).where(User.token_hash == token_hash(token))) if token else None
+    return _current_user_from_token(token, user)
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]
@@ -185,19 +204,19 @@ def create_app(settings: Settings, engine: sa.Engine, storage: Storage) -> FastA
             impl.check(selfie, parsed.to_options())
         except ProviderError as exc:
             raise ApiError(422, "provider_refused", str(exc), field="options") from None
-        job = AvatarJob(user_id=user.id, provider=name, status="queued", progress=0.0,
+        # The selfie is written before the row, outside any transaction: on SQLite an open write
+        # transaction would make every other upload wait for this one's fsync.
+        job = AvatarJob(id=uuid.uuid4(), user_id=user.id, provider=name, status="queued", progress=0.0,
                         options=parsed.model_dump())
-        session.add(job)
-        session.flush()
         if selfie is not None:
             ext = "jpg" if selfie.mime_type == "image/jpeg" else "png"
             job.selfie_key = f"selfies/{job.id}/selfie.{ext}"
             try:
                 storage.put(job.selfie_key, selfie.data, selfie.mime_type)
             except StorageError as exc:
-                session.rollback()
                 raise ApiError(503, "storage_unavailable", f"could not store the selfie: {exc}") from None
         try:
+            session.add(job)
             session.commit()
         except Exception:
             if job.selfie_key:
@@ -222,19 +241,34 @@ def create_app(settings: Settings, engine: sa.Engine, storage: Storage) -> FastA
             message = f"options.{field}: {first['msg']}"
             raise ApiError(422, "invalid_request", message, field=f"options.{field}") from None
 
-    def _own_job(session: Session, user: User, job_id: str) -> AvatarJob:
-        job = session.get(AvatarJob, _parse_id(job_id, "job"))
-        if job is None or job.user_id != user.id:
-            raise not_found("job")
-        return job
-
     @app.get("/avatar/jobs/{job_id}", response_model=JobStatus, response_model_exclude_none=True,
              responses=_errors(401, 404), tags=["avatar"])
-    def get_job(job_id: str, user: CurrentUser, session: DB) -> dict[str, Any]:
-        """Poll a job: status, progress, and the asset once done (or the error, or where to act)."""
-        job = _own_job(session, user, job_id)
-        asset_id = session.scalar(sa.select(AvatarAsset.id).where(AvatarAsset.job_id == job.id))
-        return _job_status(job, asset_id)
+    def get_job(job_id: str, authorization: Annotated[str | None, Header()] = None) -> Response:
+        """Poll a job: status, progress, and the asset once done (or the error, or where to act).
+
+        The app polls this every half second per job, so it is the hot path: one Core query (token,
+        ownership, job and asset together) on a pooled connection, in a single thread-pool hop, and
+        the JSON written directly. Only when that query finds nothing does the full user lookup run,
+        to tell a bad token (401) from a job that is not the user's (404).
+        """
+        token = _bearer(authorization)
+        jid = _parse_id(job_id, "job") if token else None
+        with engine.connect() as conn:
+            if jid is not None:
+                row = conn.execute(
+                    sa.select(AvatarJob.status, AvatarJob.progress, AvatarJob.error, AvatarJob.action_url,
+                              AvatarAsset.id)
+                    .join(User, User.id == AvatarJob.user_id)
+                    .outerjoin(AvatarAsset, AvatarAsset.job_id == AvatarJob.id)
+                    .where(AvatarJob.id == jid, User.token_hash == token_hash(token))
+                ).first()
+                if row is not None:
+                    body = {k: v for k, v in _job_status(*row).items() if v is not None}
+                    return JSONResponse(body)
+            known = token and conn.execute(sa.select(User.id).where(User.token_hash == token_hash(token))).first()
+        if not known:
+            _current_user_from_token(token)
+        raise not_found("job")
 
     @app.get("/avatar/jobs", response_model=JobList, response_model_exclude_none=True,
              responses=_errors(401, 422), tags=["avatar"])
@@ -255,8 +289,11 @@ def create_app(settings: Settings, engine: sa.Engine, storage: Storage) -> FastA
             .offset(offset)
         ).all()
         jobs = [
-            JobSummary(job_id=str(job.id), provider=job.provider, created_at=job.created_at,
-                       updated_at=job.updated_at, **_snake(_job_status(job, asset_id)))
+            JobSummary.model_validate({
+                "jobId": str(job.id), "provider": job.provider, "createdAt": job.created_at,
+                "updatedAt": job.updated_at,
+                **_job_status(job.status, job.progress, job.error, job.action_url, asset_id),
+            })
             for job, asset_id in rows
         ]
         return {"jobs": jobs, "total": int(total or 0), "limit": limit, "offset": offset}
@@ -313,8 +350,10 @@ def create_app(settings: Settings, engine: sa.Engine, storage: Storage) -> FastA
 
     # -- service ---------------------------------------------------------------------------------
     @app.get("/health", response_model=Health, tags=["service"])
-    def health(session: DB) -> Health:
-        session.execute(sa.text("SELECT 1"))
+    def health() -> Health:
+        """Liveness with a real database round trip (a load balancer should stop routing on failure)."""
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
         return Health(status="ok", database="ok", version=__version__, providers=available_providers())
 
     if isinstance(storage, LocalStorage):
@@ -335,8 +374,3 @@ def create_app(settings: Settings, engine: sa.Engine, storage: Storage) -> FastA
             return FileResponse(path, media_type=content_type_for(key), headers=headers)
 
     return app
-
-
-def _snake(status: dict[str, Any]) -> dict[str, Any]:
-    return {"status": status["status"], "progress": status["progress"], "asset_id": status["assetId"],
-            "error": status["error"], "action_url": status["actionUrl"]}
