@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the real imports are lazy, so `--version` and `--help` stay
     from avatar_studio.config import Settings
     from avatar_studio.lipsync.viseme_table import VisemeTable
 
-SUBCOMMANDS = ("inspect", "pose", "serve", "worker")
+SUBCOMMANDS = ("inspect", "pose", "generate", "serve", "worker")
 EXPORT_SUFFIXES = (".glb", ".ply", ".obj")
 
 
@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     p_pose.add_argument("--viseme", dest="visemes", type=_name_weight, nargs="+", action="extend", default=[],
                         metavar="NAME=WEIGHT", help="viseme weight, turned into blendshapes by the table")
     p_pose.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+
+    p_gen = sub.add_parser("generate", help="make an avatar GLB from a selfie offline (the built-in local provider)")
+    p_gen.add_argument("selfie", type=Path, help="a JPEG or PNG photo showing one face from the front")
+    p_gen.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.glb")
+    p_gen.add_argument("--blendshapes", choices=("arkit", "basic"), default="arkit",
+                       help="arkit: the 52 ARKit shapes (default); basic: the 15 visemes and blinks")
+    p_gen.add_argument("--subdivisions", type=int, choices=(0, 1, 2), default=1,
+                       help="mesh smoothing levels (default 1: ~3k vertices; 2: ~12k)")
 
     p_serve = sub.add_parser("serve", help="run the avatar service (REST API + job workers) in the foreground",
                              description="Settings come from the environment: DATABASE_URL, STORAGE_BUCKET, PROVIDER, "
@@ -153,6 +161,24 @@ def _no_display() -> bool:
     return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from avatar_studio.providers.base import ProviderError
+    from avatar_studio.providers.local import generate_to_file
+
+    if args.output.suffix.lower() != ".glb":
+        raise CliError(f"{args.output}: the output must end in .glb")
+    if not args.selfie.is_file():
+        raise CliError(f"{args.selfie}: no such file")
+    try:
+        size = generate_to_file(args.selfie, args.output, blendshapes=args.blendshapes, subdivisions=args.subdivisions)
+    except ProviderError as exc:
+        raise CliError(f"{args.selfie}: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"{exc.filename or args.output}: {exc.strerror or exc}") from None
+    print(f"wrote {args.output} ({size:,} bytes)")
+    return 0
+
+
 def _service_settings() -> Settings:
     from avatar_studio.config import Settings
 
@@ -203,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_app(args_list)
     args = _parser().parse_args(args_list)
-    commands = {"inspect": _inspect, "pose": _pose, "serve": _serve, "worker": _worker}
+    commands = {"inspect": _inspect, "pose": _pose, "generate": _generate, "serve": _serve, "worker": _worker}
     if args.command is None:
         _parser().print_help()
         return 2

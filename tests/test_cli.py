@@ -123,3 +123,21 @@ def test_app_without_a_display_says_so_instead_of_aborting() -> None:
                             env=env)
     assert result.returncode == 2
     assert "needs a display" in result.stderr
+
+
+def test_generate_makes_an_avatar_offline_and_refuses_non_faces(tmp_path: Path) -> None:
+    import skimage.data
+    from PIL import Image
+
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(skimage.data.astronaut()).save(photo)
+    out = tmp_path / "avatar.glb"
+    result = _run("generate", str(photo), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    avatar = load_avatar(out)
+    assert set(ARKIT_52) <= set(avatar.morph_names) and avatar.primitives[0].texture is not None
+    coffee = tmp_path / "coffee.jpg"
+    Image.fromarray(skimage.data.coffee()).save(coffee)
+    result = _run("generate", str(coffee), "-o", str(tmp_path / "none.glb"))
+    assert result.returncode == 1 and "no face was found" in result.stderr
+    assert not (tmp_path / "none.glb").exists()

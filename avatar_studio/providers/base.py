@@ -81,7 +81,10 @@ class Provider(Protocol):
         """Report progress; ``done=True`` once :meth:`result` can be called."""
 
     def result(self, provider_job_id: str) -> ProviderResult:
-        """Download the finished avatar as GLB bytes with its blendshape name map."""
+        """Download the finished avatar as GLB bytes with its blendshape name map.
+
+        Adapters holding connections also offer ``close()``; the worker calls it after each job.
+        """
 
 
 ProviderFactory = Callable[[str | None], Provider]  # called with the API key (None when unset)

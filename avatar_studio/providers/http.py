@@ -55,7 +55,7 @@ def _message_of(response: httpx.Response) -> str:
         text = response.text.strip()
         return text[:200] if text and "<html" not in text.lower() else ""
     if isinstance(body, dict):
-        for key in ("detail", "message", "error_description", "error", "msg"):
+        for key in ("detail", "message", "description", "error_description", "error", "msg"):
             value = body.get(key)
             if isinstance(value, str) and value:
                 return value[:300]

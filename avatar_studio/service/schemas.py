@@ -11,12 +11,19 @@ from pydantic.alias_generators import to_camel
 
 from avatar_studio.providers.base import JobOptions
 
+# PostgreSQL's jsonb (and UTF-8 itself) cannot hold NUL or unpaired surrogates: refuse them up front.
+TEXT_PATTERN = "^[^\\u0000\\ud800-\\udfff]*$"
 APPEARANCE_MAX_EXTRA = 32
 PERSONA_MAX_EXTRA = 16
 KEY_MAX_CHARS = 64
 VALUE_MAX_CHARS = 128
 EARRING_STYLES = ("none", "studs", "hoops", "jhumka", "chandbali", "drops")
 LANGUAGES = ("english", "hindi", "hinglish", "tamil", "telugu", "bengali", "marathi", "spanish", "french", "german")
+
+
+def _storable(text: str) -> bool:
+    """No NUL and no unpaired surrogate: both are legal in JSON text but not in jsonb or UTF-8."""
+    return not any(ch == "\x00" or "\ud800" <= ch <= "\udfff" for ch in text)
 
 
 class Camel(BaseModel):
@@ -109,7 +116,8 @@ class Persona(BaseModel):
     model_config = ConfigDict(
         extra="allow", strict=True, allow_inf_nan=False,
         json_schema_extra={"additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
-                           "propertyNames": {"maxLength": KEY_MAX_CHARS}, "maxProperties": 3 + PERSONA_MAX_EXTRA},
+                           "propertyNames": {"maxLength": KEY_MAX_CHARS, "pattern": TEXT_PATTERN},
+                           "maxProperties": 3 + PERSONA_MAX_EXTRA},
     )
     warmth: float | None = Field(default=None, ge=0.0, le=1.0)
     humor: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -121,8 +129,8 @@ class Persona(BaseModel):
         if len(extra) > PERSONA_MAX_EXTRA:
             raise ValueError(f"persona: at most {PERSONA_MAX_EXTRA} extra traits")
         for key, value in extra.items():
-            if len(key) > KEY_MAX_CHARS:
-                raise ValueError(f"persona: trait names are at most {KEY_MAX_CHARS} characters")
+            if len(key) > KEY_MAX_CHARS or not _storable(key):
+                raise ValueError(f"persona: trait names are at most {KEY_MAX_CHARS} printable characters")
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"persona.{key}: must be a number between 0 and 1")
         return self
@@ -134,8 +142,9 @@ class Appearance(BaseModel):
     model_config = ConfigDict(
         extra="allow", strict=True, allow_inf_nan=False,
         json_schema_extra={
-            "additionalProperties": {"type": ["string", "number", "boolean"], "maxLength": VALUE_MAX_CHARS},
-            "propertyNames": {"maxLength": KEY_MAX_CHARS},
+            "additionalProperties": {"type": ["string", "number", "boolean"], "maxLength": VALUE_MAX_CHARS,
+                                     "pattern": TEXT_PATTERN},
+            "propertyNames": {"maxLength": KEY_MAX_CHARS, "pattern": TEXT_PATTERN},
             "maxProperties": 2 + APPEARANCE_MAX_EXTRA,
         },
     )
@@ -148,11 +157,11 @@ class Appearance(BaseModel):
         if len(extra) > APPEARANCE_MAX_EXTRA:
             raise ValueError(f"appearance: at most {APPEARANCE_MAX_EXTRA} extra keys")
         for key, value in extra.items():
-            if len(key) > KEY_MAX_CHARS:
-                raise ValueError(f"appearance: key names are at most {KEY_MAX_CHARS} characters")
+            if len(key) > KEY_MAX_CHARS or not _storable(key):
+                raise ValueError(f"appearance: key names are at most {KEY_MAX_CHARS} printable characters")
             if isinstance(value, str):
-                if len(value) > VALUE_MAX_CHARS:
-                    raise ValueError(f"appearance.{key}: at most {VALUE_MAX_CHARS} characters")
+                if len(value) > VALUE_MAX_CHARS or not _storable(value):
+                    raise ValueError(f"appearance.{key}: at most {VALUE_MAX_CHARS} printable characters")
             elif isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"appearance.{key}: must be a finite number")
             elif not isinstance(value, bool | int | float):

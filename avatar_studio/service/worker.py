@@ -215,6 +215,17 @@ class Worker:
 
     def _drive_provider(self, job: queue.ClaimedJob, deadline: datetime) -> ProviderResult:
         provider = self._call(create_provider, job.provider, self.settings.provider_api_key)
+        try:
+            return self._run_provider(provider, job, deadline)
+        finally:
+            close = getattr(provider, "close", None)  # HTTP adapters hold connection pools
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # closing must never turn a finished job into a failure
+                    log.warning("closing provider %r failed", job.provider, exc_info=True)
+
+    def _run_provider(self, provider: Provider, job: queue.ClaimedJob, deadline: datetime) -> ProviderResult:
         provider_job_id = job.provider_job_id
         if provider_job_id is None:
             selfie = self._load_selfie(job, provider)

@@ -288,6 +288,8 @@ def test_preferences_round_trip_and_upsert(http: httpx.Client, service: Embedded
     ({"appearance": {"bindi": "yes please"}}, "appearance.bindi"),
     ({"appearance": {"notes": "x" * 129}}, "appearance"),
     ({"appearance": {"nested": {"a": 1}}}, "appearance"),
+    ({"appearance": {"p\u0000w": True}}, "appearance"),
+    ({"appearance": {"note": "nul\u0000inside"}}, "appearance"),
     ({"mood": "sunny"}, "mood"),
 ])
 def test_preferences_validation_names_the_field(http: httpx.Client, service: EmbeddedService,
