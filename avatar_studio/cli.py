@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the real imports are lazy, so `--version` and `--help` stay
     from avatar_studio.config import Settings
     from avatar_studio.lipsync.viseme_table import VisemeTable
 
-SUBCOMMANDS = ("inspect", "pose", "generate", "serve", "worker")
+SUBCOMMANDS = ("inspect", "pose", "generate", "serve", "worker", "lipsync")
 EXPORT_SUFFIXES = (".glb", ".ply", ".obj")
 
 
@@ -85,6 +85,27 @@ def _parser() -> argparse.ArgumentParser:
 
     p_worker = sub.add_parser("worker", help="run job workers only, against the service's database and storage")
     p_worker.add_argument("--concurrency", type=int, default=1, metavar="N", help="parallel jobs (default: 1)")
+
+    p_lip = sub.add_parser("lipsync", help="audio → visemes and blendshapes (analyze a WAV, score against phones)")
+    lip = p_lip.add_subparsers(dest="lipsync_command", metavar="ACTION", required=True)
+    p_an = lip.add_parser("analyze", help="one frame per 10 ms: viseme and blendshape weights (JSON or CSV)")
+    p_an.add_argument("audio", type=Path, metavar="AUDIO", help="WAV file (PCM 8/16/24/32-bit or float, any rate)")
+    p_an.add_argument("--mode", choices=("live", "offline"), default="live",
+                      help="live: the causal microphone engine (default); offline: pocketsphinx phone decoding")
+    p_an.add_argument("--mapping", type=Path, metavar="TABLE", help="viseme table (default: the built-in table)")
+    p_an.add_argument("--profile", type=Path, metavar="PROFILE.npz", help="calibration profile (live mode)")
+    fmt = p_an.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="format", action="store_const", const="json", help="JSON output (default)")
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV output")
+    p_an.add_argument("-o", "--output", type=Path, metavar="OUT", help="write here instead of standard output")
+    p_sc = lip.add_parser("score", help="frame accuracy and confusion matrix against a phone alignment")
+    p_sc.add_argument("audio", type=Path, metavar="AUDIO")
+    p_sc.add_argument("--reference", type=Path, required=True, metavar="ALIGNMENT",
+                      help="TextGrid, or a table with one 'phone start end' per line")
+    p_sc.add_argument("--mode", choices=("live", "offline"), default="live")
+    p_sc.add_argument("--profile", type=Path, metavar="PROFILE.npz", help="calibration profile (live mode)")
+    p_sc.add_argument("--phoneset", choices=("arpabet", "espeak", "ipa"), help="reference phone set (default: guess)")
+    p_sc.add_argument("--json", action="store_true", help="print the score as JSON")
     return parser
 
 
@@ -211,6 +232,43 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lipsync(args: argparse.Namespace) -> int:
+    from avatar_studio.lipsync.alignment import AlignmentError, read_alignment
+    from avatar_studio.lipsync.audio_files import AudioFileError
+    from avatar_studio.lipsync.classifier import ProfileError, VisemeModel
+    from avatar_studio.lipsync.engine import LipSyncEngine
+    from avatar_studio.lipsync.offline import OfflineUnavailable
+
+    table = _table(getattr(args, "mapping", None))
+    try:
+        profile = VisemeModel.load_npz(args.profile) if args.profile else None
+        reference = read_alignment(args.reference) if args.lipsync_command == "score" else None
+        engine = LipSyncEngine(table, mode=args.mode, profile=profile)
+        frames = engine.analyze_file(args.audio)
+    except (AudioFileError, AlignmentError, ProfileError, OfflineUnavailable) as exc:
+        raise CliError(str(exc)) from None
+    if reference is not None:
+        from avatar_studio.lipsync.scoring import score_frames
+
+        score = score_frames(frames, reference, args.phoneset)
+        print(json.dumps(score.to_json(), indent=2) if args.json else score.render())
+        return 0
+    from avatar_studio.lipsync.output import dumps_json, frames_to_csv, frames_to_json
+
+    fmt = args.format or ("csv" if args.output is not None and args.output.suffix.lower() == ".csv" else "json")
+    names = table.blendshape_names
+    text = frames_to_csv(frames, names) if fmt == "csv" else dumps_json(frames_to_json(frames, args.mode, names))
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"{args.output}: {exc.strerror or exc}") from None
+    print(f"wrote {args.output} ({len(frames)} frames)")
+    return 0
+
+
 def _logging() -> None:
     import logging
 
@@ -229,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_app(args_list)
     args = _parser().parse_args(args_list)
-    commands = {"inspect": _inspect, "pose": _pose, "generate": _generate, "serve": _serve, "worker": _worker}
+    commands = {"inspect": _inspect, "pose": _pose, "generate": _generate, "serve": _serve, "worker": _worker,
+                "lipsync": _lipsync}
     if args.command is None:
         _parser().print_help()
         return 2

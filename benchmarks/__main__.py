@@ -1,4 +1,4 @@
-"""Entry point: ``python -m benchmarks [--quick] [--only load|morph|service|local]`` prints every table and exits 0.
+"""Entry point: ``python -m benchmarks [--quick] [--only NAME]`` prints every table and exits 0.
 
 Why one command that always exits 0: the figures are for people (and the design notes), not a CI
 gate; a noisy shared runner must not fail a build. Budgets are shown in the tables instead.
@@ -16,7 +16,8 @@ from benchmarks.common import pin_to_one_core
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few runs, for a smoke test (seconds, not minutes)")
-    parser.add_argument("--only", choices=("load", "morph", "service", "local"), help="run a single benchmark")
+    parser.add_argument("--only", choices=("load", "morph", "service", "local", "gui", "lipsync", "lipsync-accuracy"),
+                        help="run a single benchmark")
     args = parser.parse_args(argv)
 
     threading = pin_to_one_core()
@@ -26,7 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
     print(f"threads: {threading}")
 
-    from benchmarks import bench_load, bench_local, bench_morph, bench_service
+    from benchmarks import (
+        bench_gui,
+        bench_lipsync,
+        bench_lipsync_accuracy,
+        bench_load,
+        bench_local,
+        bench_morph,
+        bench_service,
+    )
 
     if args.only in (None, "load"):
         bench_load.run(quick=args.quick)
@@ -36,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         bench_service.run(quick=args.quick)
     if args.only in (None, "local"):
         bench_local.run(quick=args.quick)
+    if args.only in (None, "gui"):
+        bench_gui.run(quick=args.quick)
+    if args.only in (None, "lipsync"):
+        bench_lipsync.run(quick=args.quick)
+    if args.only in (None, "lipsync-accuracy"):
+        bench_lipsync_accuracy.run(quick=args.quick)
     return 0
 
 
