@@ -41,9 +41,14 @@ def _element_layout(kind: str, dtype: np.dtype) -> tuple[int, int, int]:
 
 
 def _strided(
-    data: bytes | memoryview, offset: int, count: int, stride: int, kind: str, dtype: np.dtype, where: str, limit: int
+    data: bytes | memoryview, offset: int, count: int, stride: int, kind: str, dtype: np.dtype, where: str, limit: int,
+    *, copy: bool = True,
 ) -> np.ndarray:
-    """Copy ``count`` elements starting at ``offset`` with ``stride`` into a (count, ncomp) array."""
+    """``count`` elements starting at ``offset`` with ``stride`` as a (count, ncomp) array.
+
+    ``copy=False`` returns a read-only view into the file's bytes, for callers that copy it
+    themselves (a morph target going straight into its slot of the delta array).
+    """
     rows, cols, col_bytes = _element_layout(kind, dtype)
     element_bytes = rows * col_bytes if rows > 1 else cols * dtype.itemsize
     if count == 0:
@@ -58,7 +63,7 @@ def _strided(
         )
         return view.reshape(count, rows * cols).copy()  # column-major, as stored
     view = np.ndarray((count, cols), dtype, buffer=data, offset=offset, strides=(stride, dtype.itemsize))
-    return view.copy()
+    return view.copy() if copy else view
 
 
 def _normalize(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -109,8 +114,11 @@ def read_accessor(
             raise BrokenAsset(f"{where}: 'byteOffset' must be a non-negative integer")
         rows, cols, col_bytes = _element_layout(kind, dtype)
         element_bytes = rows * col_bytes if rows > 1 else cols * dtype.itemsize
+        # A float target read into ``out`` needs no intermediate copy: view, check, copy once.
+        direct = out is not None and dtype == np.float32 and "sparse" not in acc
         values = _strided(
-            data, start + byte_offset, count, stride or element_bytes, kind, dtype, where, start + length
+            data, start + byte_offset, count, stride or element_bytes, kind, dtype, where, start + length,
+            copy=not direct,
         )
         require_finite(values, where)
     else:
