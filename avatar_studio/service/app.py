@@ -60,6 +60,17 @@ def _parse_id(raw: str, what: str) -> uuid.UUID:
         raise not_found(what) from None
 
 
+# Built once: constructing a joined SELECT costs ~150 µs per request, five times the query itself.
+_JOB_STATUS_FOR_TOKEN = (
+    sa.select(AvatarJob.status, AvatarJob.progress, AvatarJob.error, AvatarJob.action_url, AvatarAsset.id)
+    .join(User, User.id == AvatarJob.user_id)
+    .outerjoin(AvatarAsset, AvatarAsset.job_id == AvatarJob.id)
+    .where(AvatarJob.id == sa.bindparam("job_id"), User.token_hash == sa.bindparam("token_hash"))
+)
+_USER_ID_FOR_TOKEN = sa.select(User.id).where(User.token_hash == sa.bindparam("token_hash"))
+_USER_FOR_TOKEN = sa.select(User).where(User.token_hash == sa.bindparam("token_hash"))
+
+
 def _job_status(
     status: str, progress: float, error: str | None, action_url: str | None, asset_id: uuid.UUID | None
 ) -> dict[str, Any]:
@@ -106,7 +117,7 @@ def _current_user_from_token(token: str, user: User | None = None) -> User:
 def _current_user(session: DB, authorization: Annotated[str | None, Header()] = None) -> User:
     """The user whose bearer token this is; 401 with a sentence otherwise."""
     token = _bearer(authorization)
-    user = session.scalar(sa.select(User).where(User.token_hash == token_hash(token))) if token else None
+    user = session.scalar(_USER_FOR_TOKEN, {"token_hash": token_hash(token)}) if token else None
     return _current_user_from_token(token, user)
 
 
@@ -255,17 +266,11 @@ def create_app(settings: Settings, engine: sa.Engine, storage: Storage) -> FastA
         jid = _parse_id(job_id, "job") if token else None
         with engine.connect() as conn:
             if jid is not None:
-                row = conn.execute(
-                    sa.select(AvatarJob.status, AvatarJob.progress, AvatarJob.error, AvatarJob.action_url,
-                              AvatarAsset.id)
-                    .join(User, User.id == AvatarJob.user_id)
-                    .outerjoin(AvatarAsset, AvatarAsset.job_id == AvatarJob.id)
-                    .where(AvatarJob.id == jid, User.token_hash == token_hash(token))
-                ).first()
+                row = conn.execute(_JOB_STATUS_FOR_TOKEN, {"job_id": jid, "token_hash": token_hash(token)}).first()
                 if row is not None:
                     body = {k: v for k, v in _job_status(*row).items() if v is not None}
                     return JSONResponse(body)
-            known = token and conn.execute(sa.select(User.id).where(User.token_hash == token_hash(token))).first()
+            known = token and conn.execute(_USER_ID_FOR_TOKEN, {"token_hash": token_hash(token)}).first()
         if not known:
             _current_user_from_token(token)
         raise not_found("job")
