@@ -2,8 +2,11 @@
 
 Why it is built the way it is (measured in the toolchain report, §5b): on a software renderer a frame
 costs 15-60 ms, so the view must never render once per weight change. Scene events only mark the
-mesh dirty and start a ~16 ms single-shot timer; when it fires the morph is evaluated once and ONE
-repaint is requested. ``multi_samples=0`` (MSAA costs ~4x on llvmpipe) and ``auto_update=False``
+mesh dirty and start a single-shot timer; when it fires the morph is evaluated once and ONE repaint
+is requested. The timer waits only for what is left of the 16 ms frame since the last render began
+(``QElapsedTimer``): a fixed 16 ms wait on top of the render itself capped even a trivial mesh at
+~30 fps, while the remainder keeps frames 16 ms apart when rendering is cheap and back to back when
+it is not. ``multi_samples=0`` (MSAA costs ~4x on llvmpipe) and ``auto_update=False``
 (pyvistaqt's 5 Hz re-render timer) keep the rest of the budget.
 
 This module imports pyvista/pyvistaqt (~1 s) at import time, so the main window imports it lazily.
@@ -16,7 +19,7 @@ from typing import Final
 
 import numpy as np
 import pyvista as pv
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QElapsedTimer, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 from pyvistaqt import QtInteractor
@@ -29,6 +32,7 @@ BACKGROUND: Final[tuple[int, int, int]] = (38, 41, 48)
 """A dark neutral grey: skin, hair and eye textures all read well against it and it is easy to test for."""
 
 FRAME_INTERVAL_MS: Final[int] = 16
+"""The frame period the view paces renders to (~60 fps); changes within one period share a render."""
 
 class AvatarView(QWidget):
     """Shows one avatar scene; re-renders at most once per frame however fast its weights change."""
@@ -56,6 +60,7 @@ class AvatarView(QWidget):
         self.plotter.setAcceptDrops(False)
         self.plotter.set_background(tuple(c / 255 for c in BACKGROUND))
         self.plotter.enable_lightkit()
+        self.plotter.ren_win.AddObserver("StartEvent", self._on_render_start)
         self.plotter.ren_win.AddObserver("EndEvent", self._on_render_end)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -63,8 +68,8 @@ class AvatarView(QWidget):
 
         self._frame_timer = QTimer(self)
         self._frame_timer.setSingleShot(True)
-        self._frame_timer.setInterval(FRAME_INTERVAL_MS)
         self._frame_timer.timeout.connect(self._flush)
+        self._since_render = QElapsedTimer()  # invalid until the first render: the first frame goes at once
         self._sig_scene_changed.connect(self._schedule_frame, Qt.ConnectionType.AutoConnection)
 
     # --- scene -----------------------------------------------------------------------------------
@@ -149,8 +154,10 @@ class AvatarView(QWidget):
         self._sig_scene_changed.emit()
 
     def _schedule_frame(self) -> None:
-        if not self._closed and not self._frame_timer.isActive():
-            self._frame_timer.start()
+        if self._closed or self._frame_timer.isActive():
+            return  # a frame is already due: this change rides on it
+        elapsed = self._since_render.elapsed() if self._since_render.isValid() else FRAME_INTERVAL_MS
+        self._frame_timer.start(max(0, FRAME_INTERVAL_MS - elapsed))
 
     @property
     def frame_pending(self) -> bool:
@@ -172,6 +179,9 @@ class AvatarView(QWidget):
                     _write_in_place(mesh, positions, normals)
         # update() schedules one paintGL (= one render); plotter.render() would render twice (§5b).
         self.plotter.interactor.update()
+
+    def _on_render_start(self, _obj: object, _event: str) -> None:
+        self._since_render.start()  # frames are paced start to start, so a 5 ms render still gives 60 fps
 
     def _on_render_end(self, _obj: object, _event: str) -> None:
         self.frames_rendered += 1

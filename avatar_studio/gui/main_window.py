@@ -8,17 +8,30 @@ the GUI thread finds it already in ``sys.modules``.
 Why loading runs in a worker: a large provider GLB takes a noticeable time to decode, and a window
 that stops repainting while it does looks crashed. Results come back through queued signals; a
 generation counter makes sure only the most recently requested file is shown.
+
+Why the service session starts after the first paint: starting the embedded service (database
+migrations, uvicorn) or reaching a remote one takes a second or more. The window shows at once with a
+status-bar indicator, and the panels that need the service wait for :attr:`MainWindow.session`.
+
+Why every panel is built with the window, connected or not: a panel that appears only once the
+service answers moves the layout under the user's mouse, and one that never appears (service down)
+hides *why* nothing works. The panels ask the session for its client on every action, so they show
+"not connected" until ``sig_ready`` and work from then on without being rebuilt. Left: Selfie, Jobs,
+Library (where avatars come from); right: Morph Targets, Inspect, Preferences (what to do with the
+one on screen). :meth:`MainWindow.add_panel` stays open for panels added later (lip-sync).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from PySide6.QtCore import QObject, QRunnable, QSettings, Qt, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, QRunnable, QSettings, Qt, QThreadPool, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QDialog,
     QDockWidget,
     QFileDialog,
     QLabel,
@@ -31,12 +44,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from avatar_studio import __version__
 from avatar_studio.avatar.errors import AvatarError
 from avatar_studio.avatar.model import Avatar
 from avatar_studio.avatar.scene import CAMERA_PRESETS, AvatarScene
+from avatar_studio.gui.consent_dialog import ensure_consent
+from avatar_studio.gui.inspect_panel import InspectPanel
+from avatar_studio.gui.jobs_panel import JobsPanel
+from avatar_studio.gui.library_panel import BROKEN, LibraryPanel
 from avatar_studio.gui.morph_panel import MorphPanel
+from avatar_studio.gui.preferences_panel import PreferencesPanel
+from avatar_studio.gui.selfie_panel import SelfiePanel
+from avatar_studio.gui.session import ServiceSession, data_dir_from_env
 
 if TYPE_CHECKING:
+    from avatar_studio.client import ServiceClient
     from avatar_studio.gui.avatar_view import AvatarView
 
 log = logging.getLogger(__name__)
@@ -88,11 +110,12 @@ class _LoadSignals(QObject):
 class _LoadTask(QRunnable):
     """Reads one avatar file off the GUI thread."""
 
-    def __init__(self, generation: int, path: str, signals: _LoadSignals) -> None:
+    def __init__(self, generation: int, path: str, signals: _LoadSignals, asset_id: str | None = None) -> None:
         super().__init__()
         self.generation = generation
         self.path = path
         self.signals = signals
+        self.asset_id = asset_id
 
     def run(self) -> None:
         try:
@@ -128,10 +151,24 @@ class MainWindow(QMainWindow):
     sig_load_failed = Signal(str, str)
     """Emitted with (path, message) after a file failed to open; the previous avatar is still shown."""
 
-    def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None) -> None:
+    sig_asset_opened = Signal(str)
+    """Emitted with the service asset id of the avatar now on screen ("" for a file not from the service)."""
+
+    def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None, *,
+                 session: ServiceSession | None = None, start_session: bool = False) -> None:
+        """``session``: the service connection (a new, unstarted one when None); ``start_session``: start
+        it once the window has painted. The app passes True; tests leave it off so that a review window
+        never starts a service it does not need.
+        """
         super().__init__(parent)
         self.settings = settings if settings is not None else default_settings()
+        self.session = session if session is not None else ServiceSession(self.settings, parent=self)
         self._closed = False
+        self._asset_id: str | None = None
+        self._close_guards: list[Callable[[], bool]] = []
+        self._panel_docks: list[QDockWidget] = []
+        self.about_box: QMessageBox | None = None
+        self.settings_box: QDialog | None = None
         self._scene: AvatarScene | None = None
         self._path: str | None = None
         self._view: AvatarView | None = None
@@ -151,6 +188,7 @@ class MainWindow(QMainWindow):
         self._build_panel()
         self._build_status_bar()
         self._build_menus()
+        self._build_service_panels()
         self._update_actions()
         geometry = self.settings.value("window/geometry")
         if geometry is not None:
@@ -158,6 +196,13 @@ class MainWindow(QMainWindow):
         state = self.settings.value("window/state")
         if state is not None:
             self.restoreState(state)
+        self.session.sig_state.connect(self._on_session_state)
+        self.session.sig_failed.connect(self._on_session_failed)
+        self.session.sig_ready.connect(self._on_session_ready)
+        self.session.when_ready(self._on_panels_connected)
+        self._on_session_state(self.session.state)
+        if start_session:
+            QTimer.singleShot(0, self.session.start)  # after the first paint: the window comes first
 
     # --- construction ----------------------------------------------------------------------------
 
@@ -183,6 +228,45 @@ class MainWindow(QMainWindow):
         self.panel_dock.setMinimumWidth(400)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.panel_dock)
 
+    def _build_service_panels(self) -> None:
+        """Dock every panel and wire it to the window and the session (see the module docstring)."""
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        self.download_dir = (self.session.data_dir or data_dir_from_env()) / "avatars"
+        self.selfie_panel = SelfiePanel(self._client, lambda: ensure_consent(self, self.session), self.download_dir)
+        self.jobs_panel = JobsPanel(self._client, download_dir=self.download_dir)
+        self.library_panel = LibraryPanel()
+        self.inspect_panel = InspectPanel(settings=self.settings)
+        self.preferences_panel = PreferencesPanel(self._client)
+
+        self.selfie_dock = self.add_panel("Selfie", self.selfie_panel, left)
+        self.jobs_dock = self.add_panel("Jobs", self.jobs_panel, left)
+        self.library_dock = self.add_panel("Library", self.library_panel, left)
+        # The morph dock predates add_panel; listing it makes Inspect and Preferences tab onto it.
+        self._panel_docks.insert(0, self.panel_dock)
+        self.inspect_dock = self.add_panel("Inspect", self.inspect_panel, right)
+        self.preferences_dock = self.add_panel("Preferences", self.preferences_panel, right)
+        for dock in (self.selfie_dock, self.jobs_dock, self.library_dock):
+            dock.setMinimumWidth(300)
+        self.selfie_dock.raise_()  # first run: start where a new user starts, and with the sliders
+        self.panel_dock.raise_()
+
+        self.selfie_panel.sig_avatar_ready.connect(self.show_avatar_file)
+        self.selfie_panel.sig_job_created.connect(lambda _job_id: self.jobs_panel.refresh())
+        self.jobs_panel.sig_avatar_ready.connect(self.show_avatar_file)
+        self.library_panel.sig_file_selected.connect(self._on_library_selected)
+        self.library_panel.sig_open_file.connect(self.open_file)
+        self.open_folder_action.triggered.connect(self.library_panel.choose_folder)
+        self.sig_asset_opened.connect(self._on_asset_opened)
+        self.sig_avatar_shown.connect(self._inspect_shown)
+        self.sig_load_failed.connect(self.inspect_panel.show_error)
+        self.add_close_guard(lambda: self.preferences_panel.maybe_save_or_discard(self))
+        if not self.session.is_ready:
+            self.jobs_panel.refresh()  # shows "not connected" rather than an empty list that looks final
+
+    def _client(self) -> ServiceClient | None:
+        """What the panels ask at each action: the signed-in client, or None while not connected."""
+        return self.session.client
+
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         self.busy = QProgressBar()
@@ -197,9 +281,19 @@ class MainWindow(QMainWindow):
         self.warnings_button.setToolTip("Problems found while loading; the avatar was still opened")
         self.warnings_button.clicked.connect(self.show_warnings)
         self.warnings_button.hide()
+        self.session_label = QLabel()
+        self.session_label.setObjectName("sessionState")
+        self.retry_button = QToolButton()
+        self.retry_button.setText("Retry")
+        self.retry_button.setAutoRaise(True)
+        self.retry_button.setToolTip("Try again to start or reach the avatar service")
+        self.retry_button.clicked.connect(self.session.retry)
+        self.retry_button.hide()
         bar.addPermanentWidget(self.busy)
         bar.addPermanentWidget(self.warnings_button)
         bar.addPermanentWidget(self.summary_label)
+        bar.addPermanentWidget(self.session_label)
+        bar.addPermanentWidget(self.retry_button)
         bar.showMessage("Ready")
 
     def _build_menus(self) -> None:
@@ -212,12 +306,27 @@ class MainWindow(QMainWindow):
         self.recent_menu = QMenu("Open &Recent", self)
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         file_menu.addMenu(self.recent_menu)
+        self.open_folder_action = QAction("Open &Folder…", self)
+        self.open_folder_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        self.open_folder_action.setStatusTip("List a folder of avatars with thumbnails in the Library panel")
+        file_menu.addAction(self.open_folder_action)  # connected once the library panel exists
         file_menu.addSeparator()
         self.screenshot_action = QAction("Save &Screenshot…", self)
         self.screenshot_action.setShortcut(QKeySequence("Ctrl+Shift+S"))
         self.screenshot_action.setStatusTip("Save the 3D view as a PNG image")
         self.screenshot_action.triggered.connect(self.screenshot_dialog)
         file_menu.addAction(self.screenshot_action)
+        file_menu.addSeparator()
+        self.consent_action = QAction("Selfie &Consent…", self)
+        self.consent_action.setStatusTip("Confirm your age and give or withdraw consent to selfie processing")
+        self.consent_action.triggered.connect(self.consent_dialog)
+        file_menu.addAction(self.consent_action)
+        self.settings_action = QAction("Se&ttings…", self)
+        self.settings_action.setShortcut(QKeySequence.StandardKey.Preferences)
+        self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
+        self.settings_action.setStatusTip("Choose the avatar service, the default provider and API keys")
+        self.settings_action.triggered.connect(self.settings_dialog)
+        file_menu.addAction(self.settings_action)
         file_menu.addSeparator()
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -246,6 +355,13 @@ class MainWindow(QMainWindow):
         panel_action = self.panel_dock.toggleViewAction()
         panel_action.setText("&Morph Targets Panel")
         view_menu.addAction(panel_action)
+        self.view_menu = view_menu
+
+        help_menu = self.menuBar().addMenu("&Help")
+        self.about_action = QAction("&About Avatar Studio", self)
+        self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
+        self.about_action.triggered.connect(self.show_about)
+        help_menu.addAction(self.about_action)
 
     def _update_actions(self) -> None:
         shown = self._scene is not None
@@ -273,6 +389,47 @@ class MainWindow(QMainWindow):
     def is_loading(self) -> bool:
         return bool(self._pending)
 
+    @property
+    def current_asset_id(self) -> str | None:
+        """The service asset id of the avatar on screen; None for a file opened from disk."""
+        return self._asset_id
+
+    # --- the API other panels plug into ----------------------------------------------------------
+
+    def add_panel(self, title: str, widget: QWidget,
+                  area: Qt.DockWidgetArea = Qt.DockWidgetArea.LeftDockWidgetArea) -> QDockWidget:
+        """Dock ``widget`` under ``title`` and add its show/hide toggle to the View menu.
+
+        The dock's object name derives from the title, so the saved window layout puts it back where
+        the user left it; panels added to the same side are tabbed together instead of squeezed.
+        """
+        dock = QDockWidget(title, self)
+        dock.setObjectName("panel-" + "".join(ch if ch.isalnum() else "_" for ch in title))
+        dock.setWidget(widget)
+        dock.setAllowedAreas(Qt.DockWidgetArea.AllDockWidgetAreas)
+        if not self.restoreDockWidget(dock):  # True only when the saved layout already has a place for it
+            self.addDockWidget(area, dock)
+            siblings = [d for d in self._panel_docks if self.dockWidgetArea(d) == area and not d.isFloating()]
+            if siblings:
+                self.tabifyDockWidget(siblings[-1], dock)
+        self._panel_docks.append(dock)
+        toggle = dock.toggleViewAction()
+        toggle.setText(f"{title} Panel")
+        self.view_menu.addAction(toggle)
+        return dock
+
+    def add_close_guard(self, guard: Callable[[], bool]) -> None:
+        """Ask ``guard()`` before the window closes; it returns False to keep the window open.
+
+        A panel with unsaved work (edited preferences, a running capture) asks the user itself and
+        answers; the first guard that refuses stops the close, and the rest are not asked.
+        """
+        self._close_guards.append(guard)
+
+    def show_avatar_file(self, path: str, asset_id: str | None) -> None:
+        """Open a GLB downloaded from the service and remember which asset it is (``sig_asset_opened``)."""
+        self._open(path, asset_id)
+
     # --- opening ---------------------------------------------------------------------------------
 
     def open_dialog(self) -> None:
@@ -282,11 +439,14 @@ class MainWindow(QMainWindow):
 
     def open_file(self, path: str) -> None:
         """Start loading ``path`` in the background; the current avatar stays until the new one is ready."""
+        self._open(path, None)
+
+    def _open(self, path: str, asset_id: str | None) -> None:
         if self._closed:
             return
         path = str(Path(path).expanduser().absolute())
         self._generation += 1
-        task = _LoadTask(self._generation, path, self._signals)
+        task = _LoadTask(self._generation, path, self._signals, asset_id)
         task.setAutoDelete(False)  # kept in _pending until its result arrives
         self._pending[self._generation] = task
         self._set_busy(f"Loading {Path(path).name}…")
@@ -294,13 +454,14 @@ class MainWindow(QMainWindow):
 
     @Slot(int, str, object)
     def _on_loaded(self, generation: int, path: str, avatar: Avatar) -> None:
-        self._pending.pop(generation, None)
+        task = self._pending.pop(generation, None)
         if self._closed:
             return
         if generation != self._generation:
             return  # the user asked for another file meanwhile
         self._set_busy(None)
         self._show_avatar(avatar, path)
+        self._asset_id = task.asset_id if task is not None else None
         self._remember_recent(path)
         message = f"Opened {Path(path).name}"
         if avatar.warnings:
@@ -308,6 +469,7 @@ class MainWindow(QMainWindow):
             message += f" with {count} warning{'' if count == 1 else 's'}"
         self.statusBar().showMessage(message, 8000)
         self.sig_avatar_shown.emit(path)
+        self.sig_asset_opened.emit(self._asset_id or "")
 
     @Slot(int, str, str)
     def _on_failed(self, generation: int, path: str, message: str) -> None:
@@ -513,16 +675,130 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
         self.open_file(path)
 
+    # --- service session, settings, about ------------------------------------------------------
+
+    @Slot(str)
+    def _on_session_state(self, state: str) -> None:
+        self.session_label.setText(state)
+        if self.session.is_ready and self.session.base_url:
+            self.session_label.setToolTip(f"Avatar service at {self.session.base_url}")
+        if self.session.is_starting:
+            self.retry_button.hide()
+
+    @Slot(str)
+    def _on_session_failed(self, message: str) -> None:
+        if self._closed:
+            return
+        self.session_label.setText("Avatar service not available")
+        self.session_label.setToolTip(message)
+        self.retry_button.show()
+        self.statusBar().showMessage(message, 15000)
+
+    @Slot(object)
+    def _on_session_ready(self, _client: object) -> None:
+        self.retry_button.hide()
+
+    @Slot(object)
+    def _on_panels_connected(self, _client: object) -> None:
+        """(Re)connected: the panels that show service data fetch it now instead of at their next action."""
+        if self._closed:
+            return
+        self.jobs_panel.refresh()
+        self.preferences_panel.refresh()
+
+    @Slot(str)
+    def _on_asset_opened(self, asset_id: str) -> None:
+        if not self.preferences_panel.set_asset(asset_id or None):
+            # The user kept unsaved edits of the previous asset (Cancel): they stay editable, but say so.
+            self.statusBar().showMessage("The Preferences panel still shows the previous avatar (unsaved)", 8000)
+
+    @Slot(str)
+    def _inspect_shown(self, path: str) -> None:
+        if self._scene is not None:
+            self.inspect_panel.show_avatar(self._scene.avatar, path)
+
+    @Slot(str)
+    def _on_library_selected(self, path: str) -> None:
+        """A broken file already has the thumbnailer's verdict: show it in Inspect, no dialog, no reload."""
+        entry = self.library_panel.entry(path)
+        if entry.state == BROKEN:
+            self.inspect_panel.show_error(path, entry.error or "")
+        else:
+            self.open_file(path)
+
+    def settings_dialog(self) -> None:
+        """File → Settings: window-modal and non-blocking, so tests and the event loop keep running."""
+        from avatar_studio.gui.settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.session, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.finished.connect(lambda _result: setattr(self, "settings_box", None))
+        self.settings_box = dialog
+        dialog.open()
+
+    def consent_dialog(self) -> None:
+        """File → Selfie Consent: review, give or withdraw consent outside of a capture."""
+        from avatar_studio.gui.consent_dialog import ConsentDialog
+
+        if self.session.user is None:
+            QMessageBox.information(self, "Not connected", self.session.error
+                                    or "The avatar service is still starting; try again in a moment.")
+            return
+        dialog = ConsentDialog(self.session, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+
+    def show_about(self) -> None:
+        """Help → About: version, where the data lives, and where the licences are."""
+        from avatar_studio.gui.session import data_dir_from_env
+
+        data_dir = self.session.data_dir or data_dir_from_env()
+        service = self.session.base_url or ("embedded" if self.session.is_embedded else self.session.remote_url)
+        try:
+            from avatar_studio.resources import resource_path
+
+            face_licence = str(resource_path("face_models/LICENSE"))
+        except FileNotFoundError:
+            face_licence = "resources/face_models/LICENSE"
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Information)
+        box.setWindowTitle(f"About {APP_NAME}")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(f"<h3>{APP_NAME} {__version__}</h3>"
+                    "<p>Turn a selfie into a photoreal, animatable 3D avatar and check it before it ships.</p>")
+        box.setInformativeText(
+            f"<p><b>Data folder:</b> {data_dir}<br><b>Avatar service:</b> {service}</p>"
+            "<p><b>Licences:</b> the face models of the offline provider are MediaPipe's, Apache License 2.0 "
+            f"(<code>{face_licence}</code>). Qt for Python (PySide6) is used under the LGPLv3; "
+            "VTK and PyVista under the BSD 3-clause licence. See the README for details.</p>"
+        )
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda _result: setattr(self, "about_box", None))
+        self.about_box = box
+        box.open()
+
     # --- lifetime --------------------------------------------------------------------------------
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
-        """Stop rendering before the GL window goes away (child widgets get no closeEvent of their own)."""
+        """Ask the panels' close guards, stop rendering before the GL window goes away (child widgets get
+        no closeEvent of their own), stop the panels' timers, downloads and thumbnail renderer, then
+        stop the service session so no server thread outlives us.
+        """
         if not self._closed:
+            for guard in self._close_guards:
+                if not guard():
+                    event.ignore()
+                    return
             self._closed = True
             self.settings.setValue("window/geometry", self.saveGeometry())
             self.settings.setValue("window/state", self.saveState())
             self._pool.clear()
+            # Before the session stops: their polls and downloads must not meet a dead client.
+            self.selfie_panel.shutdown()
+            self.jobs_panel.shutdown()
+            self.library_panel.shutdown()
             self.morph_panel.detach()
             if self._view is not None:
                 self._view.shutdown()
+            self.session.stop()
         super().closeEvent(event)

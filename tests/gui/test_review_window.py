@@ -70,7 +70,7 @@ def test_empty_window_invites_opening_a_file(make_main_window: MakeMainWindow) -
     assert not window.camera_actions["front"].isEnabled()
     assert "Open an avatar" in window.morph_panel.message.text()
     menus = [action.text() for action in window.menuBar().actions()]
-    assert menus == ["&File", "&View"]
+    assert menus == ["&File", "&View", "&Help"]
 
 
 def test_open_real_corpus_glb(make_main_window: MakeMainWindow, open_avatar: Opener) -> None:
