@@ -195,8 +195,8 @@ class LibraryPanel(QWidget):
         self._refresh_timer.setInterval(REFRESH_DELAY_MS)
         self._refresh_timer.timeout.connect(self.refresh)
 
-        self._pending_icon = _placeholder_icon("…")
-        self._generic_icon = _placeholder_icon("3D")
+        self._pending_icon = _tile_icon("…")
+        self._generic_icon = _tile_icon("3D")
         self._error_icon = _error_icon(self.style())
         self._update_status()
 
@@ -528,7 +528,7 @@ class LibraryPanel(QWidget):
 # --- icons ---------------------------------------------------------------------------------------
 
 
-def _placeholder_icon(text: str) -> QIcon:
+def _tile_icon(text: str) -> QIcon:
     """A dark tile in the view's colours, so pending and picture-less files keep the grid aligned."""
     pixmap = QPixmap(THUMBNAIL_PIXELS, THUMBNAIL_PIXELS)
     pixmap.fill(Qt.GlobalColor.transparent)

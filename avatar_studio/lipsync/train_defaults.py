@@ -13,8 +13,6 @@ pipeline, each frame labelled by the viseme of the espeak phoneme under its cent
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import sys
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 
 from avatar_studio.avatar.blendshapes import OVR_VISEMES
 from avatar_studio.lipsync.classifier import N_FEATURES, LiveClassifier, VisemeModel
+from avatar_studio.lipsync.espeak import synthesize
 from avatar_studio.lipsync.features import HOP, SAMPLE_RATE, FeatureExtractor, resample
 from avatar_studio.lipsync.phonemes import espeak_viseme
 
@@ -49,61 +48,11 @@ RATES = (150, 185)
 SENTENCES_PER_SETTING = 20
 
 
-class _Id(ctypes.Union):
-    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
-
-
-class _Event(ctypes.Structure):  # espeak_EVENT (speak_lib.h, x86_64)
-    _fields_ = [
-        ("type", ctypes.c_int),
-        ("unique_identifier", ctypes.c_uint),
-        ("text_position", ctypes.c_int),
-        ("length", ctypes.c_int),
-        ("audio_position", ctypes.c_int),
-        ("sample", ctypes.c_int),
-        ("user_data", ctypes.c_void_p),
-        ("id", _Id),
-    ]
-
-
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
-
-
-class Espeak:
-    """Synchronous libespeak-ng: text → (int16 samples, rate, [(phoneme, start_ms)])."""
-
-    def __init__(self) -> None:
-        lib = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
-        self._lib = ctypes.CDLL(lib)
-        self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        self.rate = self._lib.espeak_Initialize(2, 0, None, 1)  # synchronous, phoneme events
-        self._chunks: list[np.ndarray] = []
-        self._marks: list[tuple[str, int]] = []
-        self._cb = _CALLBACK(self._on_audio)
-        self._lib.espeak_SetSynthCallback(self._cb)
-
-    def _on_audio(self, wav: ctypes.Array, n: int, events: ctypes.Array) -> int:
-        if wav and n > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        i = 0
-        while events[i].type != 0:
-            if events[i].type == 7:  # espeakEVENT_PHONEME
-                self._marks.append((events[i].id.string.decode("utf-8", "replace"), events[i].audio_position))
-            i += 1
-        return 0
-
-    def synth(self, text: str, voice: str, pitch: int, wpm: int) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
-        self._chunks, self._marks = [], []
-        self._lib.espeak_SetVoiceByName(voice.encode())
-        self._lib.espeak_SetParameter(1, wpm, 0)
-        self._lib.espeak_SetParameter(3, pitch, 0)
-        buf = text.encode() + b"\0"
-        self._lib.espeak_Synth(buf, len(buf), 0, 1, 0, 1, None, None)
-        pcm = np.concatenate(self._chunks).astype(np.float64) / 32768.0
-        total = 1000.0 * len(pcm) / self.rate
-        marks = self._marks
-        segs = [(p, t, marks[k + 1][1] if k + 1 < len(marks) else total) for k, (p, t) in enumerate(marks)]
-        return pcm, [(p, float(s), float(e)) for p, s, e in segs]
+def _synth(text: str, voice: str, pitch: int, wpm: int) -> tuple[np.ndarray, int, list[tuple[str, float, float]]]:
+    """Speech and its phoneme segments in milliseconds, from the shared espeak-ng binding."""
+    spoken = synthesize(text, voice, rate_wpm=wpm, pitch=pitch)
+    segments = [(e.raw or e.name, 1000.0 * e.start_s, 1000.0 * e.end_s) for e in spoken.phonemes if not e.is_pause]
+    return spoken.samples().astype(np.float64), spoken.sample_rate, segments
 
 
 def _frame_labels(segs: list[tuple[str, float, float]], n_frames: int) -> np.ndarray:
@@ -122,18 +71,17 @@ def _frame_labels(segs: list[tuple[str, float, float]], n_frames: int) -> np.nda
 def build_dataset(seed: int = 0) -> tuple[list[list], np.ndarray]:
     """Per-utterance frame lists and their viseme labels (concatenated)."""
     rng = np.random.default_rng(seed)
-    es = Espeak()
     utterances = []
     labels = []
     for voice, pitch in VOICES:
         for wpm in RATES:
             for _ in range(SENTENCES_PER_SETTING):
                 text = " ".join(rng.choice(WORDS, size=rng.integers(5, 11))) + "."
-                pcm, segs = es.synth(text, voice, pitch, wpm)
-                audio = resample(pcm, es.rate) * rng.uniform(0.3, 1.0)
+                pcm, rate, segs = _synth(text, voice, pitch, wpm)
+                audio = resample(pcm, rate) * rng.uniform(0.3, 1.0)
                 audio = np.concatenate((np.zeros(rng.integers(800, 4000)), audio, np.zeros(2000)))
                 offset_ms = 0.0
-                lead = len(audio) - len(pcm) * SAMPLE_RATE // es.rate - 2000
+                lead = len(audio) - len(pcm) * SAMPLE_RATE // rate - 2000
                 offset_ms = 1000.0 * lead / SAMPLE_RATE
                 audio += rng.standard_normal(len(audio)) * 10 ** (rng.uniform(-75, -60) / 20)
                 fx = FeatureExtractor()

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import keyring
 import pytest
 import shiboken6
+from memory_keyring import MemoryKeyring
 from PySide6.QtCore import QCoreApplication, QEvent, QSettings
 from PySide6.QtWidgets import QApplication
 
@@ -95,3 +97,26 @@ def open_avatar(qtbot) -> Callable[[MainWindow, Path], None]:
         qtbot.waitUntil(lambda: view.frames_rendered > 0, timeout=10_000)
 
     return opener
+
+
+# -- an in-memory keyring and a private data folder for every GUI test ------------------------------
+
+
+@pytest.fixture(autouse=True)
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    """Every GUI test runs on an in-memory keyring: the user's real keyring is never read or written."""
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The embedded service's data folder for this test (and nothing under the user's home)."""
+    folder = tmp_path / "data"
+    monkeypatch.setenv("AVATAR_STUDIO_DATA_DIR", str(folder))
+    monkeypatch.delenv("PROVIDER", raising=False)
+    monkeypatch.delenv("PROVIDER_API_KEY", raising=False)
+    return folder

@@ -10,14 +10,13 @@ is never touched, and it outlives the first window so the second session finds t
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import keyring
 import numpy as np
 import pytest
 import skimage.data
-from keyring.backend import KeyringBackend
+from memory_keyring import MemoryKeyring
 from PIL import Image
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QLabel, QPushButton, QTreeWidget
@@ -29,44 +28,6 @@ from avatar_studio.gui.secret_store import SERVICE_NAME
 MakeMainWindow = Callable[..., MainWindow]
 READY_TIMEOUT_MS = 60_000
 JOB_TIMEOUT_MS = 180_000
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring backend that keeps everything in a dict, so the test can see the token was stored."""
-
-    priority = 1  # type: ignore[assignment]  # keyring declares it as a classproperty
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username))
-
-
-@pytest.fixture(autouse=True)
-def memory_keyring() -> Iterator[MemoryKeyring]:
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The embedded service's data folder (and so the download folder) for this test only."""
-    folder = tmp_path / "data"
-    monkeypatch.setenv("AVATAR_STUDIO_DATA_DIR", str(folder))
-    monkeypatch.delenv("PROVIDER", raising=False)
-    monkeypatch.delenv("PROVIDER_API_KEY", raising=False)
-    return folder
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import keyring
 import pytest
-from keyring.backend import KeyringBackend
 from keyring.backends import fail
+from memory_keyring import MemoryKeyring
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication, QLabel
 
@@ -39,45 +39,6 @@ from avatar_studio.service.runner import EmbeddedService
 MakeMainWindow = Callable[..., MainWindow]
 MakeSession = Callable[..., ServiceSession]
 READY_TIMEOUT_MS = 60_000
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring backend that keeps everything in a dict, so tests can look inside it."""
-
-    priority = 1  # type: ignore[assignment]  # keyring declares it as a classproperty
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username))
-
-
-@pytest.fixture(autouse=True)
-def memory_keyring() -> Iterator[MemoryKeyring]:
-    """Every test here runs on an in-memory keyring: the user's real keyring is never read or written."""
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The embedded service's data folder for this test (and nothing under the user's home)."""
-    folder = tmp_path / "data"
-    monkeypatch.setenv("AVATAR_STUDIO_DATA_DIR", str(folder))
-    monkeypatch.delenv("PROVIDER", raising=False)
-    monkeypatch.delenv("PROVIDER_API_KEY", raising=False)
-    return folder
 
 
 @pytest.fixture
