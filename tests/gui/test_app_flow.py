@@ -137,11 +137,12 @@ def test_selfie_to_avatar_to_preferences_and_back_after_a_restart(
     prim_index, mouth = mouth_vertices(window, "jawOpen")
     mesh = view.meshes[prim_index]
     assert mesh is not None
+    window.panel_dock.raise_()  # before the first screenshot: raising a dock can resize the 3D view
+    qtbot.wait(100)
     view.render_now()
     before_points = np.array(mesh.points, copy=True)
     before_image = view.plotter.screenshot(None, return_img=True, transparent_background=False)
     row = window.morph_panel.row("jawOpen")
-    window.panel_dock.raise_()
     with qtbot.waitSignal(view.sig_frame_rendered, timeout=10_000):
         row.slider.setValue(row.slider.maximum())  # what a drag to the end emits
     qtbot.waitUntil(lambda: not view.frame_pending, timeout=10_000)
@@ -153,6 +154,7 @@ def test_selfie_to_avatar_to_preferences_and_back_after_a_restart(
     assert still.size > len(moved) // 2, "jawOpen should leave most of the head where it was"
     view.render_now()
     after_image = view.plotter.screenshot(None, return_img=True, transparent_background=False)
+    assert after_image.shape == before_image.shape, "the 3D view was resized between the screenshots"
     changed = np.flatnonzero(np.any(np.abs(after_image.astype(int) - before_image.astype(int)).sum(axis=2) > 24,
                                     axis=1))
     assert changed.size > 0, "the rendered pixels did not change"
