@@ -68,6 +68,7 @@ class AvatarView(QWidget):
 
         self._frame_timer = QTimer(self)
         self._frame_timer.setSingleShot(True)
+        self._frame_timer.setTimerType(Qt.TimerType.PreciseTimer)  # coarse timers round 16 ms up to ~20
         self._frame_timer.timeout.connect(self._flush)
         self._since_render = QElapsedTimer()  # invalid until the first render: the first frame goes at once
         self._sig_scene_changed.connect(self._schedule_frame, Qt.ConnectionType.AutoConnection)
