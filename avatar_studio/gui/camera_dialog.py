@@ -16,18 +16,19 @@ from __future__ import annotations
 from typing import Final
 
 from PySide6.QtCore import QBuffer, QByteArray, QCameraPermission, QCoreApplication, QIODevice, Qt
-from PySide6.QtGui import QCloseEvent, QImage, QPixmap, QResizeEvent
+from PySide6.QtGui import QCloseEvent, QImage
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
+
+from avatar_studio.gui.image_view import ScaledImageView
 
 try:
     from PySide6.QtMultimedia import QCamera, QCameraDevice, QImageCapture, QMediaCaptureSession, QMediaDevices
@@ -55,31 +56,6 @@ def encode_jpeg(image: QImage, quality: int = JPEG_QUALITY) -> bytes:
     return bytes(data.data())
 
 
-class _StillView(QLabel):
-    """Shows the captured photo scaled to fit, keeping its aspect ratio as the dialog is resized."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
-        self._image = QImage()
-
-    def set_image(self, image: QImage) -> None:
-        self._image = image
-        self._rescale()
-
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt override)
-        super().resizeEvent(event)
-        self._rescale()
-
-    def _rescale(self) -> None:
-        if self._image.isNull():
-            self.clear()
-            return
-        self.setPixmap(QPixmap.fromImage(self._image).scaled(
-            self.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
-
-
 class CameraDialog(QDialog):
     """Capture a selfie from a camera; after ``exec()`` returns Accepted, :attr:`photo_jpeg` holds it.
 
@@ -104,7 +80,7 @@ class CameraDialog(QDialog):
         self._message.setObjectName("camera_message")
         self._message.setWordWrap(True)
         self._message.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._still_view = _StillView(self)
+        self._still_view = ScaledImageView(self)
         self._stack = QStackedWidget(self)
         self._stack.addWidget(self._message)  # _PAGE_MESSAGE
         self._live_page = QWidget(self)

@@ -32,8 +32,6 @@ from PySide6.QtGui import (
     QDragMoveEvent,
     QDropEvent,
     QImage,
-    QPixmap,
-    QResizeEvent,
 )
 from PySide6.QtWidgets import (
     QComboBox,
@@ -51,6 +49,7 @@ from PySide6.QtWidgets import (
 
 from avatar_studio.client import JobStatus, ServiceClient
 from avatar_studio.gui.camera_dialog import CameraDialog
+from avatar_studio.gui.image_view import ScaledImageView
 from avatar_studio.gui.jobs_panel import NOT_CONNECTED, AssetDownloader, describe_error, set_download_progress
 from avatar_studio.gui.tasks import run_task
 
@@ -175,41 +174,18 @@ def _qimage(photo: Photo) -> QImage:
     return QImage(photo.preview, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
 
 
-class _PhotoView(QLabel):
+class _PhotoView(ScaledImageView):
     """The photo that will be sent, scaled to fit; a hint when there is none."""
 
     HINT: Final[str] = "No photo yet.\nUse Camera… or Open Photo…, or drop a JPEG or PNG here."
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(parent, empty_text=self.HINT)
         self.setObjectName("photo_view")
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setWordWrap(True)
         self.setMinimumSize(240, 240)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
         self.setFrameShape(QFrame.Shape.StyledPanel)
-        self._image = QImage()
-        self.setText(self.HINT)
-
-    @property
-    def image(self) -> QImage:
-        return self._image
-
-    def set_image(self, image: QImage) -> None:
-        self._image = image
-        self._rescale()
-
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt override)
-        super().resizeEvent(event)
-        self._rescale()
-
-    def _rescale(self) -> None:
-        if self._image.isNull():
-            self.setText(self.HINT)
-            return
-        size = self.contentsRect().size()
-        self.setPixmap(QPixmap.fromImage(self._image).scaled(
-            size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
 
 
 class SelfiePanel(QWidget):
