@@ -258,7 +258,9 @@ def _glb_bytes(avatar: Avatar, posed: list[tuple[np.ndarray, np.ndarray]]) -> by
             if key not in texture_index:
                 texture_index[key] = builder.add_texture(prim.texture)
             pbr.baseColorTexture = pygltflib.TextureInfo(index=texture_index[key])
-        gltf.materials.append(pygltflib.Material(name=prim.name or None, pbrMetallicRoughness=pbr))
+        gltf.materials.append(
+            pygltflib.Material(name=prim.name or None, pbrMetallicRoughness=pbr, doubleSided=prim.double_sided)
+        )
         gltf.meshes.append(
             pygltflib.Mesh(
                 name=prim.name or None,

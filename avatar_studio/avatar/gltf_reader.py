@@ -334,7 +334,7 @@ class _Reader:
             triangles = triangles[:, ::-1].copy()
         if normals is None:
             normals = vertex_normals(positions, triangles)
-        texture, base_color = material
+        texture, base_color, double_sided = material
         return Primitive(
             name=name,
             mesh_index=mesh_index,
@@ -345,6 +345,7 @@ class _Reader:
             uvs=uvs,
             texture=texture,
             base_color=base_color,
+            double_sided=double_sided,
             morph_slots=np.asarray(slots, np.intp),
             morph_positions=d_pos,
             morph_normals=d_nrm,
@@ -421,10 +422,12 @@ class _Reader:
     # -- materials and textures ----------------------------------------------------------------
     def _material(
         self, prim: dict[str, Any], where: str
-    ) -> tuple[tuple[Texture | None, tuple[float, float, float, float]], int]:
+    ) -> tuple[tuple[Texture | None, tuple[float, float, float, float], bool], int]:
+        """(texture, base colour, double-sided) and the texture's TEXCOORD set."""
         if "material" not in prim:
-            return (None, (1.0, 1.0, 1.0, 1.0)), 0
+            return (None, (1.0, 1.0, 1.0, 1.0), False), 0
         mat = self.doc.get("materials", prim["material"], where)
+        double_sided = mat.get("doubleSided") is True
         pbr = mat.get("pbrMetallicRoughness") or {}
         factor = pbr.get("baseColorFactor", [1, 1, 1, 1]) if isinstance(pbr, dict) else [1, 1, 1, 1]
         color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -432,11 +435,11 @@ class _Reader:
             color = tuple(float(np.clip(c, 0, 1)) for c in factor)  # type: ignore[assignment]
         info = pbr.get("baseColorTexture") if isinstance(pbr, dict) else None
         if not isinstance(info, dict) or "index" not in info:
-            return (None, color), 0
+            return (None, color, double_sided), 0
         tex_coord = info.get("texCoord", 0)
         if not isinstance(tex_coord, int) or tex_coord < 0:
             tex_coord = 0
-        return (self._texture(info["index"], f"materials[{prim['material']}]"), color), tex_coord
+        return (self._texture(info["index"], f"materials[{prim['material']}]"), color, double_sided), tex_coord
 
     def _texture(self, index: Any, referrer: str) -> Texture | None:
         tex = self.doc.get("textures", index, referrer)

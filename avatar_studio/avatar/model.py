@@ -47,6 +47,7 @@ class Primitive:
     uvs: np.ndarray | None = None  # (N, 2) float32, glTF convention (v down)
     texture: Texture | None = None
     base_color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    double_sided: bool = False  # glTF material.doubleSided; False means back faces MUST be culled (§3.9.4)
     morph_slots: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp))  # (T,)
     morph_positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3), np.float32))
     morph_normals: np.ndarray | None = None  # (T, N, 3) float32 or None when no target has NORMAL

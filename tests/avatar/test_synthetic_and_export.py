@@ -16,6 +16,7 @@ from PIL import Image
 
 from avatar_studio.avatar.blendshapes import ARKIT_52
 from avatar_studio.avatar.export import SUPPORTED_SUFFIXES, export_posed, ply_offsets
+from avatar_studio.avatar.gltf_reader import load_avatar
 from avatar_studio.avatar.model import Avatar, Primitive, Texture
 from avatar_studio.avatar.synthetic import (
     HEAD_TRANSLATION,
@@ -365,7 +366,6 @@ def test_zero_normals_fall_back_to_rest(tmp_path: Path, avatar_and_pose) -> None
 
 @pytest.mark.parametrize("name_style", ["arkit", "arkit_raw"])
 def test_posed_synthetic_head_round_trips(tmp_path: Path, name_style: str) -> None:
-    from avatar_studio.avatar.gltf_reader import load_avatar
     from avatar_studio.avatar.morph import MorphEvaluator
 
     avatar = load_avatar(make_arkit_head_glb(11_000, name_style=name_style, split_teeth=True))
@@ -384,3 +384,20 @@ def test_posed_synthetic_head_round_trips(tmp_path: Path, name_style: str) -> No
         for prim, (positions, _), got in zip(avatar.primitives, posed, exported, strict=True):
             np.testing.assert_array_equal(got, positions)
             assert np.abs(got - prim.positions).max() > 1e-3, f"{prim.name} moved with jawOpen"
+
+
+def test_glb_export_keeps_which_materials_are_double_sided(tmp_path: Path, avatar_and_pose) -> None:
+    """The viewer culls back faces of single-sided materials, so a baked pose must keep the flag."""
+    avatar, posed = avatar_and_pose
+    avatar.primitives[1].double_sided = True
+    path = tmp_path / "posed.glb"
+    export_posed(avatar, posed, path)
+    assert [prim.double_sided for prim in load_avatar(str(path)).primitives] == [False, True]
+
+
+def test_reader_takes_double_sided_from_the_material() -> None:
+    corpus = Path(__file__).parents[1] / "data" / "gltf"
+    stress = load_avatar(str(corpus / "MorphStressTest" / "glTF-Binary" / "MorphStressTest.glb"))
+    box = load_avatar(str(corpus / "Box" / "glTF-Binary" / "Box.glb"))
+    assert stress.primitives and all(prim.double_sided for prim in stress.primitives)
+    assert not any(prim.double_sided for prim in box.primitives)

@@ -365,6 +365,54 @@ def test_open_recent_remembers_and_reopens(
     assert window.recent_files()[0] == str(sphere)
 
 
+def _view_pixels(window: MainWindow, path: Path) -> np.ndarray:
+    assert window.view is not None
+    window.view.screenshot(str(path))
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB")).astype(int)
+
+
+@pytest.mark.parametrize("preset", ["front", "left", "three_quarter"])
+@pytest.mark.parametrize("model", ["synthetic", "Fox", "AnimatedMorphSphere"])
+def test_back_face_culling_hides_nothing_that_faces_the_camera(
+    tmp_path: Path, make_main_window: MakeMainWindow, open_avatar: Opener, synthetic_head: Path, model: str,
+    preset: str,
+) -> None:
+    """glTF requires culling back faces of single-sided materials (and it saves ~40% of a frame); the
+    picture must not change, which fails if any mesh's triangles were wound inwards (e.g. a mirrored node)."""
+    window = make_main_window()
+    open_avatar(window, synthetic_head if model == "synthetic" else corpus_glb(model))
+    view = window.view
+    assert view is not None
+    view.set_camera_preset(preset)
+    actors = [actor for actor in view._actors if actor is not None]
+    assert actors and all(actor.prop.culling == "back" for actor in actors)
+    culled = _view_pixels(window, tmp_path / "culled.png")
+    for actor in actors:
+        actor.prop.culling = "None"
+    both_sides = _view_pixels(window, tmp_path / "both.png")
+    changed = (np.abs(culled - both_sides).sum(axis=2) > 30).mean()
+    assert changed < 0.002, f"{changed:.2%} of the pixels changed when back faces were drawn too"
+    drawn = (np.abs(culled - np.array(_background())).sum(axis=2) > 30).mean()
+    assert drawn > 0.02, "the model should cover part of the view"
+
+
+def _background() -> tuple[int, int, int]:
+    from avatar_studio.gui.avatar_view import BACKGROUND
+
+    return BACKGROUND
+
+
+def test_double_sided_materials_are_drawn_from_both_sides(
+    make_main_window: MakeMainWindow, open_avatar: Opener
+) -> None:
+    window = make_main_window()
+    open_avatar(window, corpus_glb("MorphStressTest"))  # its material says doubleSided: true
+    assert window.view is not None
+    actors = [actor for actor in window.view._actors if actor is not None]
+    assert actors and all(actor.prop.culling == "none" for actor in actors)
+
+
 def test_camera_presets_look_from_the_named_side(
     make_main_window: MakeMainWindow, open_avatar: Opener, synthetic_head: Path
 ) -> None:
