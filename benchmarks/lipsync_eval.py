@@ -164,22 +164,46 @@ def _espeak_viseme(name: str) -> str | None:
     return viseme
 
 
-def frame_labels(synthesis: Synthesis, n_frames: int) -> np.ndarray:
-    """Class index of the espeak phoneme under each frame time ``k·10 ms`` (the engine's ``Frame.t``)."""
+def frame_visemes(synthesis: Synthesis, n_frames: int) -> list[str]:
+    """OVR viseme of the espeak phoneme under each frame time ``k·10 ms`` (the engine's ``Frame.t``)."""
     starts = np.array([p.start_s for p in synthesis.phonemes])
-    classes = []
+    visemes: list[str] = []
     for p in synthesis.phonemes:
         viseme = "sil" if p.is_pause else _espeak_viseme(p.name)
-        if viseme is None and classes and not any(ch.isalnum() for ch in p.name):
+        if viseme is None and visemes and not any(ch.isalnum() for ch in p.name):
             UNMAPPED_PHONEMES.add(p.name)  # a modifier event (e.g. ``;``): it belongs to the phoneme before it
-            classes.append(classes[-1])
+            visemes.append(visemes[-1])
             continue
         if viseme is None:
             raise KeyError(f"espeak phoneme {p.name!r} (in {synthesis.text!r}) has no viseme in phonemes.py")
-        classes.append(SCORING_CLASSES.index(VISEME_CLASS[viseme]))
+        visemes.append(viseme)
     times = np.arange(n_frames) * FRAME_S
-    idx = np.clip(np.searchsorted(starts, times, side="right") - 1, 0, len(classes) - 1)
-    return np.asarray(classes, dtype=np.int8)[idx]
+    idx = np.clip(np.searchsorted(starts, times, side="right") - 1, 0, len(visemes) - 1)
+    return [visemes[i] for i in idx]
+
+
+def frame_labels(synthesis: Synthesis, n_frames: int) -> np.ndarray:
+    """Class index of the espeak phoneme under each frame time ``k·10 ms`` (the engine's ``Frame.t``)."""
+    table = {v: SCORING_CLASSES.index(c) for v, c in VISEME_CLASS.items()}
+    return np.array([table[v] for v in frame_visemes(synthesis, n_frames)], dtype=np.int8)
+
+
+def synthesize_item(sentence_index: int, voice: str, rate_wpm: int, pitch: int) -> tuple[np.ndarray, list[str]]:
+    """Padded 16 kHz speech (before ``degrade``) and the OVR viseme of every 10 ms frame.
+
+    The same recipe as ``build`` (so an item's ``labels`` are these visemes' classes); training code uses
+    it to get the 15-viseme truth of tuning items, or speech for extra tuning-split settings.
+    """
+    from avatar_studio.lipsync.features import resample
+
+    syn = synthesize(SENTENCES[sentence_index], voice=voice, rate_wpm=rate_wpm, pitch=pitch)
+    audio16 = resample(syn.samples().astype(np.float64), syn.sample_rate).astype(np.float32)
+    n_frames = int(np.ceil(len(audio16) / SAMPLE_RATE / FRAME_S))
+    visemes = frame_visemes(syn, n_frames)
+    lead, trail = round(LEAD_S / FRAME_S), round(TRAIL_S / FRAME_S)
+    hop = round(FRAME_S * SAMPLE_RATE)
+    audio16 = np.concatenate([np.zeros(lead * hop, np.float32), audio16, np.zeros(trail * hop, np.float32)])
+    return audio16, ["sil"] * lead + visemes + ["sil"] * trail
 
 
 def _pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -272,24 +296,14 @@ def build(split: str, quick: bool = False) -> list[Item]:
             return _load(path)
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)
-    from avatar_studio.lipsync.features import resample
-
     items = []
     speech_cache: dict[tuple[int, str, int, int], tuple[np.ndarray, np.ndarray]] = {}
+    table = {v: SCORING_CLASSES.index(c) for v, c in VISEME_CLASS.items()}
     for k, (s, voice, rate, pitch, condition_name) in enumerate(plan(split, quick)):
         key = (s, voice, rate, pitch)
         if key not in speech_cache:
-            syn = synthesize(SENTENCES[s], voice=voice, rate_wpm=rate, pitch=pitch)
-            audio16 = resample(syn.samples().astype(np.float64), syn.sample_rate).astype(np.float32)
-            n_frames = int(np.ceil(len(audio16) / SAMPLE_RATE / FRAME_S))
-            labels = frame_labels(syn, n_frames)
-            # silence around each utterance, as between a speaker's phrases (and to score the gate)
-            lead, trail = round(LEAD_S / FRAME_S), round(TRAIL_S / FRAME_S)
-            hop = round(FRAME_S * SAMPLE_RATE)
-            audio16 = np.concatenate([np.zeros(lead * hop, np.float32), audio16, np.zeros(trail * hop, np.float32)])
-            sil = np.int8(SCORING_CLASSES.index("sil"))
-            labels = np.concatenate([np.full(lead, sil), labels, np.full(trail, sil)]).astype(np.int8)
-            speech_cache[key] = (audio16, labels)
+            audio16, visemes = synthesize_item(s, voice, rate, pitch)
+            speech_cache[key] = (audio16, np.array([table[v] for v in visemes], dtype=np.int8))
         audio16, labels = speech_cache[key]
         condition = next(c for c in CONDITIONS if c.name == condition_name)
         noisy = degrade(audio16, labels, condition, seed=1000 + k)

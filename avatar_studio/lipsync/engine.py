@@ -2,9 +2,10 @@
 
 One interface, two modes:
 
-* ``live`` — causal, for the microphone: each hop's features → calibrated classifier → gate, hold and
-  attack/release smoothing. A frame for time ``t`` is emitted once audio up to ``t + LIVE_LOOKAHEAD_S``
-  has arrived (the analysis window's right half), well within the 60 ms budget.
+* ``live`` — causal, for the microphone: each hop's features → classifier (a small network over a
+  window of frames, optionally calibrated) → gate, hold and attack/release smoothing. A frame for time
+  ``t`` is emitted once audio up to ``t + LIVE_LOOKAHEAD_S`` has arrived (the analysis window's right
+  half plus two hops the network looks ahead), within the 60 ms budget.
 * ``offline`` — for files: pocketsphinx phone decoding of the whole recording, then coarticulated
   soft weights (``offline.py``). ``feed`` only buffers; ``finish`` decodes and returns every frame.
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from avatar_studio.avatar.blendshapes import OVR_VISEMES
 from avatar_studio.lipsync.audio_files import read_wav
-from avatar_studio.lipsync.classifier import LiveClassifier, VisemeModel
+from avatar_studio.lipsync.classifier import LOOKAHEAD_FRAMES, LiveClassifier, VisemeModel
 from avatar_studio.lipsync.features import (
     HOP,
     SAMPLE_RATE,
@@ -40,7 +41,9 @@ from avatar_studio.lipsync.viseme_table import VisemeTable
 
 Mode = Literal["live", "offline"]
 FRAME_RATE = 100
-LIVE_LOOKAHEAD_S = WINDOW_LAG / SAMPLE_RATE  # 17.5 ms: audio after t needed for the frame at t
+# audio after t needed for the frame at t: the analysis window's right half (17.5 ms) plus the two
+# frames of look-ahead the live network sees (20 ms) = 37.5 ms; with one hop of buffering, 47.5 ms.
+LIVE_LOOKAHEAD_S = (WINDOW_LAG + LOOKAHEAD_FRAMES * HOP) / SAMPLE_RATE
 assert LIVE_LOOKAHEAD_S <= 0.060
 
 
@@ -87,6 +90,8 @@ class LipSyncEngine:
         self._resampler: Resampler | None = None
         self._offline_chunks: list[np.ndarray] = []
         self._frames_out = 0
+        # the classifier's first results describe frames before the stream (its look-ahead fills up)
+        self._skip = self._classifier.delay if self._classifier is not None else 0
 
     # -- streaming ----------------------------------------------------------------------------------------
 
@@ -103,13 +108,16 @@ class LipSyncEngine:
         if self.mode == "offline":
             self._offline_chunks.append(audio16)
             return []
-        return [self._live_frame(f) for f in self._fx.push(audio16)]
+        return self._live_frames(self._fx.push(audio16))
 
     def finish(self) -> list[Frame]:
         """End of the stream: live mode returns the last frames, offline mode decodes and returns all."""
         tail = self._resampler.flush() if self._resampler is not None else np.zeros(0)
         if self.mode == "live":
-            frames = [self._live_frame(f) for f in self._fx.push(tail) + self._fx.flush()]
+            assert self._classifier is not None
+            frames = self._live_frames(self._fx.push(tail) + self._fx.flush())
+            for posterior in self._classifier.flush():
+                frames.append(self._frame(self._smoother.step(posterior, self._classifier.delayed_level_db)))
             return frames
         audio = np.concatenate([*self._offline_chunks, tail]) if self._offline_chunks else tail
         self._offline_chunks = []
@@ -134,11 +142,17 @@ class LipSyncEngine:
 
     # -- internals ------------------------------------------------------------------------------------------
 
-    def _live_frame(self, features: FrameFeatures) -> Frame:
-        assert self._classifier is not None
-        posterior = self._classifier.step(features)
-        weights = self._smoother.step(posterior, features.level_db)
-        return self._frame(weights)
+    def _live_frames(self, features: list[FrameFeatures]) -> list[Frame]:
+        clf = self._classifier
+        assert clf is not None
+        frames = []
+        for f in features:
+            posterior = clf.step(f)
+            if self._skip:
+                self._skip -= 1
+                continue
+            frames.append(self._frame(self._smoother.step(posterior, clf.delayed_level_db)))
+        return frames
 
     def _frame(self, weights: np.ndarray) -> Frame:
         t = self._frames_out / FRAME_RATE

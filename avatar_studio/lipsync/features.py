@@ -146,11 +146,15 @@ def dct_matrix(n_out: int = N_MFCC, n_in: int = N_MELS) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FrameFeatures:
-    """One hop's features: ``mfcc`` (c0..c12 of the log-mel spectrum), level in dBFS, high-band ratio."""
+    """One hop's features: ``mfcc`` (c0..c12 of the log-mel spectrum), level in dBFS, high-band ratio.
+
+    ``logmel`` is the full 26-band log-mel spectrum the MFCCs are computed from (the live network's input).
+    """
 
     mfcc: np.ndarray
     level_db: float
     high_ratio: float
+    logmel: np.ndarray | None = None
 
 
 class FeatureExtractor:
@@ -206,7 +210,7 @@ class FeatureExtractor:
         rms = math.sqrt(float(np.dot(buf, buf)) / WINDOW)
         level_db = 20.0 * math.log10(rms + 1e-7)
         self.frames_out += 1
-        return FrameFeatures(mfcc, level_db, float(high / total) if total > 1e-12 else 0.0)
+        return FrameFeatures(mfcc, level_db, float(high / total) if total > 1e-12 else 0.0, logmel)
 
     def flush(self) -> list[FrameFeatures]:
         """Zero-pad so every hop that received audio yields a frame (end of a file)."""

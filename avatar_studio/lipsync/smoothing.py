@@ -5,9 +5,13 @@ Why each piece (design notes §1.8):
 * **Loudness gate.** Every working live system scales the mouth by volume; otherwise room noise
   animates it. The gate opens between ``gate_open_db`` and ``gate_full_db`` above a slowly tracked
   noise floor, so a noisy room raises the threshold instead of leaving the mouth chattering.
-* **Minimum hold.** Raw frame decisions change ~13 times a second; a ~120 ms hold halves that and was
-  judged "much better" by HeadAudio users. The held viseme must also be beaten by a margin
-  (hysteresis) so two close scores do not flip back and forth right after the hold.
+* **Minimum hold.** Raw frame decisions change ~13 times a second; a hold reduces that (HeadAudio users
+  judged ~120 ms "much better"; the default is shorter because the classifier's forward filter already
+  removes one-frame flickers, and a long hold costs accuracy on short phones). The held viseme must
+  also be beaten by a margin (hysteresis) so two close scores do not flip back and forth. Decisions are
+  made between *mouth shapes* (the scoring classes: the seven consonant visemes T, D, K, CH, S, N, R
+  share one shape) by summed posterior, then the best viseme of the winning shape is shown — seven
+  small consonant scores should not lose to one middling vowel.
 * **Soft weights.** The held viseme gets most of the weight but a share of the raw posterior stays,
   so the mouth blends between neighbours as OVRLipSync's soft output does instead of snapping.
 * **Attack/release.** Opening is fast (a plosive release is abrupt), closing is slower (lips ease
@@ -25,17 +29,22 @@ from typing import Any
 import numpy as np
 
 from avatar_studio.avatar.blendshapes import OVR_VISEMES
+from avatar_studio.lipsync.phonemes import VISEME_CLASS
 
 HOP_S = 0.01
 N_VISEMES = len(OVR_VISEMES)
 SIL = 0
+_SPEAKING_CLASSES = sorted({VISEME_CLASS[v] for v in OVR_VISEMES[1:]})
+# (14, n classes) membership of the speaking visemes in the visible mouth shapes (MBP, FV, A … C)
+_MEMBER = np.array([[VISEME_CLASS[v] == c for c in _SPEAKING_CLASSES] for v in OVR_VISEMES[1:]], dtype=float)
+_CLASS_OF = _MEMBER.argmax(axis=1)
 
 
 @dataclass(frozen=True)
 class SmoothingSettings:
     """Knobs for the live mouth (times in ms, levels in dBFS); defaults are what the tester ships with."""
 
-    min_hold_ms: float = 120.0  # a new dominant viseme must wait until the current one was shown this long
+    min_hold_ms: float = 30.0  # a new dominant mouth shape must wait until the current one was shown this long
     attack_ms: float = 25.0  # time constant for rising weights (mouth opening, viseme fading in)
     release_ms: float = 60.0  # time constant for falling weights (mouth closing, viseme fading out)
     hysteresis: float = 0.1  # posterior margin a challenger needs over the held viseme
@@ -123,12 +132,18 @@ class Smoother:
         dist = posterior[1:] / speech if speech > 1e-9 else np.full(N_VISEMES - 1, 1.0 / (N_VISEMES - 1))
         target_open = self.gate(level_db) * min(1.0, speech * 1.5)
 
-        best = int(np.argmax(dist))
+        cls = dist @ _MEMBER
+        best_cls = int(np.argmax(cls))
+        best = int(np.argmax(np.where(best_cls == _CLASS_OF, dist, -1.0)))
         # with the mouth (nearly) closed the next shape may start at once: nothing visible is cut short
         closed = self._current < 0 or self._openness < 0.05
-        held_enough = self._held >= self._hold_frames and dist[best] >= dist[self._current] + s.hysteresis
-        if best != self._current and (closed or held_enough):
-            self._current, self._held = best, 0
+        if self._current >= 0 and _CLASS_OF[self._current] == best_cls:
+            self._current = best  # same mouth shape: follow the best viseme within it without a hold
+        else:
+            cur = cls[_CLASS_OF[self._current]] if self._current >= 0 else 0.0
+            held_enough = self._held >= self._hold_frames and cls[best_cls] >= cur + s.hysteresis
+            if closed or held_enough:
+                self._current, self._held = best, 0
         self._held += 1
 
         target = dist * s.softness
@@ -137,7 +152,13 @@ class Smoother:
         rising = target > shape
         shape += np.where(rising, self._attack, self._release) * (target - shape)
         total = shape.sum()
-        shape_n = shape / total if total > 1e-9 else target
+        shape_n = shape / total if total > 1e-9 else target.copy()
+        # the fade-out of the previous shape must not outweigh the one now held: the mouth cross-fades,
+        # but the dominant viseme is the current decision (otherwise the release time becomes lag)
+        rival = float(np.max(np.where(np.arange(len(shape_n)) == self._current, -1.0, shape_n)))
+        if shape_n[self._current] <= rival:
+            shape_n[self._current] = rival + 0.02
+            shape_n /= shape_n.sum()
 
         k = self._attack if target_open > self._openness else self._release
         self._openness += k * (target_open - self._openness)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -120,6 +121,35 @@ def test_smoothing_settings_reject_nonsense() -> None:
 
 def test_live_lookahead_is_within_budget() -> None:
     assert LIVE_LOOKAHEAD_S <= 0.060
+    assert LIVE_LOOKAHEAD_S + 0.010 <= 0.050  # plus one 10 ms hop of buffering, with room for processing
+
+
+def test_streaming_classifier_equals_the_training_windows() -> None:
+    """The network sees at run time exactly the frame windows ``train_defaults`` trains it on."""
+    from avatar_studio.lipsync.classifier import LiveClassifier, VisemeModel
+    from avatar_studio.lipsync.train_defaults import utterance_features, windows
+
+    model = replace(VisemeModel.default(), stay=0.0)
+    rate = 16_000
+    x = np.concatenate([np.zeros(1600), vowel(0.3, rate), hiss(0.2, rate), vowel(0.2, rate), np.zeros(800)])
+    frames = extract_all(x, rate)
+    clf = LiveClassifier(model)
+    streamed = np.array([clf.step(f) for f in frames][clf.delay :] + clf.flush())
+    assert streamed.shape == (len(frames), len(OVR_VISEMES))
+    _, v = utterance_features(model, frames)
+    batch = np.exp(np.array([LiveClassifier(model).network_log_posterior(w) for w in windows(v)]))
+    np.testing.assert_allclose(streamed, batch, atol=1e-9)
+
+
+def test_offline_weights_keep_the_spoken_phone_on_top_and_on_time() -> None:
+    from avatar_studio.lipsync.offline import segment_weights
+
+    segments = [("SIL", 0.0, 0.1), ("AA", 0.1, 0.2), ("M", 0.2, 0.23), ("IY", 0.23, 0.4), ("SIL", 0.4, 0.5)]
+    w = segment_weights(segments, 50)
+    top = [OVR_VISEMES[i] for i in w.argmax(axis=1)]
+    assert top == ["sil"] * 10 + ["aa"] * 10 + ["PP"] * 3 + ["ih"] * 17 + ["sil"] * 10
+    assert w[18, OVR_VISEMES.index("PP")] > 0.05  # the lips start to close before the M (anticipation)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
 
 
 def test_silence_gives_sil_and_a_closed_mouth(table: VisemeTable) -> None:

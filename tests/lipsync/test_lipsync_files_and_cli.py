@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,37 @@ def test_profiles_round_trip(tmp_path: Path) -> None:
     (tmp_path / "profiles" / "broken.npz").write_bytes(b"not a zip")
     with pytest.raises(ProfileError, match="not a usable"):
         load_profile(tmp_path / "profiles", "broken")
+
+
+def test_profiles_from_before_the_network_are_refused_with_a_clear_message(tmp_path: Path) -> None:
+    model = VisemeModel.default()
+    meta = {"format": 1, "name": "old", "calibrated": ["aa"]}
+    np.savez(
+        tmp_path / "old.npz",
+        means=model.means,
+        variances=model.variances,
+        log_prior=model.log_prior,
+        cmn_init=model.cmn_init,
+        level_init=np.float64(model.level_init),
+        meta=np.array(json.dumps(meta)),
+    )
+    with pytest.raises(ProfileError, match=r"older version.*recalibrate"):
+        load_profile(tmp_path, "old")
+
+
+def test_calibrated_profile_keeps_the_network_and_its_starting_point(tmp_path: Path) -> None:
+    default = VisemeModel.default()
+    calibrated = calibrate(default, _takes(16_000), 16_000, name="carol")
+    assert calibrated.net and all(a is b for a, b in zip(calibrated.net, default.net, strict=True))
+    np.testing.assert_array_equal(calibrated.base_means, default.means)
+    loaded = load_profile(tmp_path, save_profile(calibrated, tmp_path).stem)
+    assert loaded == calibrated  # the float32-stored network round-trips exactly
+    assert calibrated.trust is not None and calibrated.trust.shape == (len(OVR_VISEMES),)
+    # uncalibrated, the likelihood-ratio term is absent: the network alone decides
+    frames = extract_all(vowel(0.5, 16_000), 16_000)
+    a, b = LiveClassifier(default), LiveClassifier(replace(default, temperature=0.5))
+    for f in frames:
+        np.testing.assert_allclose(a.step(f), b.step(f))
 
 
 # -- WAV files -----------------------------------------------------------------------------------------------
