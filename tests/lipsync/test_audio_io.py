@@ -1,10 +1,7 @@
 """The real audio path: a PulseAudio null sink is the "room", its remapped monitor is the default microphone.
 
-Why a real sound server instead of mocking sounddevice: the bugs that matter here (a stream that needs
-a clock to deliver data, sample-rate conversion, PortAudio's device list, what happens when the server
-goes away) live below sounddevice. Recipe A of ``design/toolchain.md`` §6: a null sink, a source
-remapped from its monitor (PortAudio sees it as the default input), and a keeper stream of zeros that
-keeps the sink clocked, otherwise an idle null sink delivers almost nothing to the capture stream.
+The virtual microphone lives in ``tests/virtual_audio.py`` (shared with the GUI tests); its docstring
+says why a real sound server rather than a mocked sounddevice.
 
 Failure modes that need their own process (no PortAudio library, no sound server, a server that
 dies mid-stream) run in subprocesses so this process's PortAudio state stays intact.
@@ -14,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -23,11 +19,11 @@ import textwrap
 import threading
 import time
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from virtual_audio import play_wav, start_pulse, stop_processes, virtual_mic_fixture, write_wav  # noqa: F401
 
 from avatar_studio.lipsync import espeak
 from avatar_studio.lipsync.audio_files import read_wav
@@ -44,120 +40,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TONE_HZ = 523.25
 
 
-def _start_pulse(runtime: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], dict[str, str]]:
-    """Start a private PulseAudio with the virtual microphone in ``runtime``; returns (server, keeper, env)."""
-    missing = [tool for tool in ("pulseaudio", "pactl", "pacat", "parec") if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} not installed: the microphone tests need PulseAudio. Run scripts/run-tests "
-            "(it installs pulseaudio, pulseaudio-utils and libasound2-plugins through scripts/bootstrap test)."
-        )
-    env = dict(os.environ, XDG_RUNTIME_DIR=runtime)
-    env.pop("PULSE_SERVER", None)
-    server = subprocess.Popen(
-        [
-            "pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "-n", "--use-pid-file=no",
-            "--load=module-native-protocol-unix auth-anonymous=1",
-            "--load=module-null-sink sink_name=vmic_sink rate=48000 channels=1",
-            "--load=module-remap-source master=vmic_sink.monitor source_name=vmic",
-            "--log-level=error",
-        ],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(200):
-        if subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0:
-            break
-        if server.poll() is not None:
-            pytest.fail(f"pulseaudio exited with status {server.returncode} while starting")
-        time.sleep(0.05)
-    else:
-        server.kill()
-        server.wait(5)
-        pytest.fail("pulseaudio did not come up within 10 s")
-    subprocess.run(["pactl", "set-default-source", "vmic"], env=env, check=True, capture_output=True)
-    subprocess.run(["pactl", "set-default-sink", "vmic_sink"], env=env, check=True, capture_output=True)
-    keeper = subprocess.Popen(
-        [
-            "pacat", "--playback", "--device=vmic_sink", "--format=s16le", "--rate=48000", "--channels=1",
-            "--latency-msec=20", "/dev/zero",
-        ],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    _wait_until_capture_flows(env, server, keeper)
-    return server, keeper, env
-
-
-def _wait_until_capture_flows(env: dict[str, str], *procs: subprocess.Popen[bytes]) -> None:
-    """Block until the virtual microphone delivers audio.
-
-    For about two seconds after the keeper connects, the monitor of a fresh null sink delivers nothing
-    (measured); a test that starts capturing inside that window would see a dead microphone.
-    """
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline:
-        rec = subprocess.Popen(
-            ["parec", "--device=vmic", "--raw", "--format=s16le", "--rate=16000", "--channels=1", "--latency-msec=20"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        assert rec.stdout is not None
-        ready, _, _ = select.select([rec.stdout], [], [], 0.5)
-        got = os.read(rec.stdout.fileno(), 640) if ready else b""
-        _stop(rec)
-        if got:
-            return
-    _stop(*procs)
-    pytest.fail("the virtual microphone delivered no audio within 10 s of starting PulseAudio")
-
-
-def _stop(*procs: subprocess.Popen[bytes]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-@pytest.fixture(scope="session")
-def virtual_mic() -> Iterator[dict[str, str]]:
-    runtime = tempfile.mkdtemp(prefix="pa-rt-")
-    os.chmod(runtime, 0o700)
-    server, keeper, env = _start_pulse(runtime)
-    old = os.environ.get("XDG_RUNTIME_DIR")
-    os.environ["XDG_RUNTIME_DIR"] = runtime
-    import sounddevice as sd
-
-    # PortAudio enumerated devices when sounddevice was first imported; redo it now that the server runs.
-    sd._terminate()
-    sd._initialize()
-    try:
-        yield env
-    finally:
-        _stop(keeper, server)
-        if old is None:
-            os.environ.pop("XDG_RUNTIME_DIR", None)
-        else:
-            os.environ["XDG_RUNTIME_DIR"] = old
-        sd._terminate()
-        sd._initialize()
-        shutil.rmtree(runtime, ignore_errors=True)
-
-
 def _write_tone(path: Path, seconds: float = 1.5, rate: int = 48000, amplitude: float = 0.5) -> Path:
     t = np.arange(int(seconds * rate)) / rate
-    pcm = (amplitude * np.sin(2 * np.pi * TONE_HZ * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm.tobytes())
-    return path
-
-
-def _paplay(env: dict[str, str], path: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["paplay", "--device=vmic_sink", str(path)], env=env, stderr=subprocess.PIPE)
+    return write_wav(path, amplitude * np.sin(2 * np.pi * TONE_HZ * t), rate)
 
 
 def _capture_while(mic: MicrophoneStream, seconds: float) -> np.ndarray:
@@ -194,7 +79,7 @@ def test_microphone_captures_played_tone_and_meter_rises(virtual_mic: dict[str, 
         time.sleep(0.3)
         before = _capture_while(mic, 0.2)
         quiet = mic.level()
-        player = _paplay(virtual_mic, tone)
+        player = play_wav(virtual_mic, tone)
         levels = []
         chunks = []
         deadline = time.monotonic() + 2.2
@@ -234,7 +119,7 @@ def test_record_and_replay_session(virtual_mic: dict[str, str], tmp_path: Path) 
     tone = _write_tone(tmp_path / "tone.wav", seconds=0.8)
     with MicrophoneStream(sample_rate=16000) as mic:
         recorder = Recorder(mic.sample_rate)
-        player = _paplay(virtual_mic, tone)
+        player = play_wav(virtual_mic, tone)
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
             recorder.append(mic.read_available())
@@ -359,7 +244,7 @@ def test_device_disappearing_mid_stream_gives_clear_message(tmp_path: Path) -> N
     """Kill the sound server under a running stream (a private one, not the session's)."""
     runtime = tempfile.mkdtemp(prefix="pa-gone-")
     os.chmod(runtime, 0o700)
-    server, keeper, env = _start_pulse(runtime)
+    server, keeper, env = start_pulse(runtime)
     try:
         child = subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(
@@ -388,7 +273,7 @@ def test_device_disappearing_mid_stream_gives_clear_message(tmp_path: Path) -> N
             assert child.stdout is not None and child.stdin is not None
             first = child.stdout.readline()
             assert first.startswith("captured ") and int(first.split()[1]) > 0, first + (child.stderr.read() or "")
-            _stop(keeper, server)
+            stop_processes(keeper, server)
             child.stdin.write("\n")
             child.stdin.flush()
             out, err = child.communicate(timeout=20)
@@ -400,7 +285,7 @@ def test_device_disappearing_mid_stream_gives_clear_message(tmp_path: Path) -> N
         assert "stopped delivering audio" in out
         assert "Traceback" not in err
     finally:
-        _stop(keeper, server)
+        stop_processes(keeper, server)
         shutil.rmtree(runtime, ignore_errors=True)
 
 
@@ -470,7 +355,7 @@ def test_live_engine_on_captured_speech(virtual_mic: dict[str, str], tmp_path: P
     with MicrophoneStream(sample_rate=16000) as mic:
         time.sleep(0.2)
         mic.read_available()
-        player = _paplay(virtual_mic, wav)
+        player = play_wav(virtual_mic, wav)
         captured = _capture_while(mic, len(pcm) / 22050 + 0.6)
         player.wait(10)
     loud = np.flatnonzero(np.abs(captured) > 0.02)
