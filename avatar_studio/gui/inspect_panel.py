@@ -62,6 +62,7 @@ class InspectPanel(QWidget):
         self._report: dict[str, Any] | None = None
         self._table: VisemeTable = VisemeTable.default()
         self._table_path: str | None = None
+        self._table_title: str | None = None  # set while following the mapping editor's (maybe unsaved) table
 
         self.table_button = QPushButton("Mapping table…")
         self.table_button.setToolTip("Check the avatar against another viseme → blendshape table (JSON)")
@@ -213,7 +214,7 @@ class InspectPanel(QWidget):
         except OSError as exc:
             self._show_table_error(path, [f"it could not be read: {exc.strerror or exc}"])
             return False
-        self._table, self._table_path = table, path
+        self._table, self._table_path, self._table_title = table, path, None
         self.table_error.hide()
         if self.settings is not None:
             self.settings.setValue(TABLE_SETTING, path)
@@ -222,8 +223,19 @@ class InspectPanel(QWidget):
         self.sig_table_changed.emit(path)
         return True
 
+    def follow_table(self, table: VisemeTable, title: str, path: str | None = None) -> None:
+        """Report against ``table``, the one the Viseme Mapping editor holds (possibly not saved yet).
+
+        Why no signal here: the editor is where the table came from; echoing it back would loop. The
+        saved setting is left alone too, because the editor remembers its own file.
+        """
+        self._table, self._table_path, self._table_title = table, path, title
+        self.table_error.hide()
+        self._update_table_label()
+        self._rebuild()
+
     def use_default_table(self) -> None:
-        self._table, self._table_path = VisemeTable.default(), None
+        self._table, self._table_path, self._table_title = VisemeTable.default(), None, None
         self.table_error.hide()
         if self.settings is not None:
             self.settings.remove(TABLE_SETTING)
@@ -242,6 +254,8 @@ class InspectPanel(QWidget):
         self.table_error.show()
 
     def _table_name(self) -> str:
+        if self._table_title:
+            return self._table_title
         return Path(self._table_path).name if self._table_path else "the default table"
 
     def _update_table_label(self) -> None:

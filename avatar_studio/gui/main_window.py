@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QStackedWidget,
     QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -52,6 +53,7 @@ from avatar_studio.gui.consent_dialog import ensure_consent
 from avatar_studio.gui.inspect_panel import InspectPanel
 from avatar_studio.gui.jobs_panel import JobsPanel
 from avatar_studio.gui.library_panel import BROKEN, LibraryPanel
+from avatar_studio.gui.mapping_editor import MappingEditor
 from avatar_studio.gui.morph_panel import MorphPanel
 from avatar_studio.gui.preferences_panel import PreferencesPanel
 from avatar_studio.gui.selfie_panel import SelfiePanel
@@ -60,6 +62,8 @@ from avatar_studio.gui.session import ServiceSession, data_dir_from_env
 if TYPE_CHECKING:
     from avatar_studio.client import ServiceClient
     from avatar_studio.gui.avatar_view import AvatarView
+    from avatar_studio.gui.lipsync_panel import LipSyncPanel
+    from avatar_studio.lipsync.viseme_table import VisemeTable
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +241,7 @@ class MainWindow(QMainWindow):
         self.library_panel = LibraryPanel()
         self.inspect_panel = InspectPanel(settings=self.settings)
         self.preferences_panel = PreferencesPanel(self._client)
+        self.mapping_editor = MappingEditor(self.settings)
 
         self.selfie_dock = self.add_panel("Selfie", self.selfie_panel, left)
         self.jobs_dock = self.add_panel("Jobs", self.jobs_panel, left)
@@ -245,6 +250,10 @@ class MainWindow(QMainWindow):
         self._panel_docks.insert(0, self.panel_dock)
         self.inspect_dock = self.add_panel("Inspect", self.inspect_panel, right)
         self.preferences_dock = self.add_panel("Preferences", self.preferences_panel, right)
+        self.mapping_dock = self.add_panel("Viseme Mapping", self.mapping_editor, right)
+        self.mapping_dock.visibilityChanged.connect(self.mapping_editor.set_on_screen)
+        self.mapping_editor.set_on_screen(False)  # until its tab is chosen: it starts behind Morph Targets
+        self._build_lipsync_dock()
         for dock in (self.selfie_dock, self.jobs_dock, self.library_dock):
             dock.setMinimumWidth(300)
         self.selfie_dock.raise_()  # first run: start where a new user starts, and with the sliders
@@ -260,8 +269,46 @@ class MainWindow(QMainWindow):
         self.sig_avatar_shown.connect(self._inspect_shown)
         self.sig_load_failed.connect(self.inspect_panel.show_error)
         self.add_close_guard(lambda: self.preferences_panel.maybe_save_or_discard(self))
+        self.add_close_guard(lambda: self.mapping_editor.maybe_save_or_discard(self))
+        # One mapping table for the whole window: the editor holds it; Inspect reports against it.
+        self.mapping_editor.sig_table_changed.connect(self._on_table_edited)
+        self.mapping_editor.sig_status.connect(self._on_mapping_status)
+        self.inspect_panel.sig_table_changed.connect(self._on_inspect_table_chosen)
+        self._on_table_edited(self.mapping_editor.table)
         if not self.session.is_ready:
             self.jobs_panel.refresh()  # shows "not connected" rather than an empty list that looks final
+
+    def _build_lipsync_dock(self) -> None:
+        """The Lip Sync dock; its panel is built the first time the dock is shown.
+
+        Why lazily: the panel brings pyqtgraph and the lip-sync engine (≈0.5 s of imports), which would
+        double the cold start for every user, while the dock starts tabbed behind Morph Targets.
+        """
+        self._lipsync_holder = QWidget()
+        self._lipsync_holder.setObjectName("lipsyncHolder")
+        QVBoxLayout(self._lipsync_holder).setContentsMargins(0, 0, 0, 0)
+        self.lipsync_panel: LipSyncPanel | None = None
+        self.lipsync_dock = self.add_panel("Lip Sync", self._lipsync_holder, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.lipsync_dock.visibilityChanged.connect(self._on_lipsync_visible)
+
+    @Slot(bool)
+    def _on_lipsync_visible(self, visible: bool) -> None:
+        if visible and self.lipsync_panel is None and not self._closed:
+            QTimer.singleShot(0, self.ensure_lipsync_panel)  # after this paint: the dock never blocks it
+
+    def ensure_lipsync_panel(self) -> LipSyncPanel | None:
+        """The lip-sync panel, built now if it was not yet (None once the window has closed)."""
+        if self.lipsync_panel is None and not self._closed:
+            from avatar_studio.gui.lipsync_panel import LipSyncPanel
+
+            profiles = (self.session.data_dir or data_dir_from_env()) / "lipsync-profiles"
+            panel = LipSyncPanel(self.settings, profiles)
+            panel.set_table(self.mapping_editor.table)
+            panel.set_scene(self._scene)
+            panel.sig_status.connect(lambda text: self.statusBar().showMessage(text, 5000))
+            self._lipsync_holder.layout().addWidget(panel)
+            self.lipsync_panel = panel
+        return self.lipsync_panel
 
     def _client(self) -> ServiceClient | None:
         """What the panels ask at each action: the signed-in client, or None while not connected."""
@@ -531,6 +578,9 @@ class MainWindow(QMainWindow):
         self.stack.setCurrentWidget(view)
         view.set_scene(scene)
         self.morph_panel.set_scene(scene)
+        self.mapping_editor.set_scene(scene)
+        if self.lipsync_panel is not None:
+            self.lipsync_panel.set_scene(scene)
         self._scene = scene
         self._path = path
         self.setWindowTitle(f"{Path(path).name} — {APP_NAME}")
@@ -712,6 +762,34 @@ class MainWindow(QMainWindow):
             # The user kept unsaved edits of the previous asset (Cancel): they stay editable, but say so.
             self.statusBar().showMessage("The Preferences panel still shows the previous avatar (unsaved)", 8000)
 
+    @Slot(object)
+    def _on_table_edited(self, table: VisemeTable) -> None:
+        editor = self.mapping_editor
+        path = str(editor.path) if editor.path is not None else None
+        title = Path(path).name if path else "the default table"
+        if editor.is_modified:
+            title += " (edited, not saved)"
+        self.inspect_panel.follow_table(table, title, path)
+        if self.lipsync_panel is not None:
+            self.lipsync_panel.set_table(table)
+
+    @Slot(str)
+    def _on_mapping_status(self, text: str) -> None:
+        """Saved, opened or reverted: the table may be the same, but its name and saved state changed."""
+        self.statusBar().showMessage(text, 5000)
+        self._on_table_edited(self.mapping_editor.table)
+
+    @Slot(str)
+    def _on_inspect_table_chosen(self, path: str) -> None:
+        """Inspect's own table buttons open that table in the editor, so both keep showing one table."""
+        editor = self.mapping_editor
+        if editor.maybe_save_or_discard(self):
+            if path:
+                editor.load(path)
+            else:
+                editor.new_from_default()
+        self._on_table_edited(editor.table)  # also when the user kept their edits (Cancel)
+
     @Slot(str)
     def _inspect_shown(self, path: str) -> None:
         if self._scene is not None:
@@ -798,6 +876,9 @@ class MainWindow(QMainWindow):
             self.jobs_panel.shutdown()
             self.library_panel.shutdown()
             self.morph_panel.detach()
+            self.mapping_editor.set_scene(None)
+            if self.lipsync_panel is not None:
+                self.lipsync_panel.shutdown()  # mic, playback and analysis threads end before the view goes
             if self._view is not None:
                 self._view.shutdown()
             self.session.stop()
