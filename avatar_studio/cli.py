@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
         "(with FILE.glb: opens that file for review).",
     )
     parser.add_argument("-V", "--version", action="version", version=f"avatar-studio {__version__}")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check this installation without a display (avatar, morph targets, lip sync, local "
+                        "generation, embedded service); exit code 1 on a failure")
+    parser.add_argument("--screenshot", metavar="PNG",
+                        help="--screenshot PNG [FILE.glb]: open the window (and the file), save it as PNG and quit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p_inspect = sub.add_parser("inspect", help="describe a .glb/.gltf: meshes, textures, morph targets, ARKit coverage")
@@ -275,18 +280,48 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _screenshot_args(args_list: list[str]) -> tuple[Path, list[str]]:
+    """``--screenshot PNG [FILE]``: parsed apart because the main parser reads a positional as a subcommand."""
+    parser = argparse.ArgumentParser(prog="avatar-studio --screenshot")
+    parser.add_argument("--screenshot", metavar="PNG", type=Path, required=True)
+    parser.add_argument("files", nargs="*", metavar="FILE.glb")
+    args = parser.parse_args(args_list)
+    return args.screenshot, args.files
+
+
+def _frozen_setup() -> None:
+    """What a PyInstaller bundle needs before Qt loads (nothing happens in a normal install).
+
+    Why: Qt's multimedia back-end looks for the system's PipeWire and logs two warnings on every start
+    of a bundle on a system without it; users read those as errors. An explicit QT_LOGGING_RULES wins.
+    """
+    if not getattr(sys, "frozen", False):
+        return
+    os.environ.setdefault("QT_LOGGING_RULES", "qt.multimedia.symbolsresolver=false")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``avatar-studio`` and ``python -m avatar_studio``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list or (args_list[0] not in SUBCOMMANDS and not args_list[0].startswith("-")):
+    _frozen_setup()
+    screenshot: Path | None = None
+    if args_list and args_list[0].split("=", 1)[0] == "--screenshot":
+        screenshot, args_list = _screenshot_args(args_list)
+    if screenshot is not None or not args_list or (
+        args_list[0] not in SUBCOMMANDS and not args_list[0].startswith("-")
+    ):
         if _no_display():
             print("avatar-studio: error: the desktop app needs a display (DISPLAY and WAYLAND_DISPLAY are unset); "
                   "start it from a desktop session, or use a subcommand (see --help)", file=sys.stderr)
             return 2
         from avatar_studio.gui.app import run_app
 
-        return run_app(args_list)
+        return run_app(args_list) if screenshot is None else run_app(args_list, screenshot=screenshot)
     args = _parser().parse_args(args_list)
+    if args.self_test:
+        from avatar_studio.selftest import run_self_test
+
+        return run_self_test()
     commands = {"inspect": _inspect, "pose": _pose, "generate": _generate, "serve": _serve, "worker": _worker,
                 "lipsync": _lipsync}
     if args.command is None:

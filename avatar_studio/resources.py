@@ -4,6 +4,7 @@ Why not ``importlib.resources``: the files sit in the top-level ``resources/`` f
 package, so QA can edit the default viseme table without touching code. A source checkout or an
 editable install finds them next to the package; a wheel installs them as data files under
 ``<prefix>/share/avatar-studio/resources`` (see ``[tool.setuptools.data-files]`` in pyproject.toml).
+A PyInstaller bundle (packaging/avatar-studio.spec) carries them in its own folder, ``sys._MEIPASS``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def resource_dirs() -> tuple[Path, ...]:
-    """The folders searched, in order: the checkout's ``resources/`` first, so local edits win."""
+    """The folders searched, in order: the checkout's ``resources/`` first, so local edits win.
+
+    A frozen bundle searches only its own copy: files from a checkout or an installed wheel elsewhere
+    on the machine must not mask a file the bundle forgot (the self-test would then pass wrongly).
+    """
+    bundle = getattr(sys, "_MEIPASS", None) if getattr(sys, "frozen", False) else None
+    if bundle:
+        return (Path(bundle) / "resources",)
     return (
         _PACKAGE_DIR.parent / "resources",
         Path(sys.prefix) / "share" / "avatar-studio" / "resources",

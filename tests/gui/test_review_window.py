@@ -461,3 +461,13 @@ def test_no_rendering_after_close(make_main_window: MakeMainWindow, open_avatar:
     view.render_now()
     QApplication.processEvents()
     assert view.frames_rendered == frames
+
+
+def test_the_app_icon_has_every_shipped_size(qtbot) -> None:
+    """The window icon comes from resources/icons, the same files the .desktop entry installs."""
+    from avatar_studio.gui.app import ICON_SIZES, app_icon
+
+    icon = app_icon()
+    assert not icon.isNull()
+    assert sorted(size.width() for size in icon.availableSizes()) == sorted(ICON_SIZES)
+    assert not icon.pixmap(64, 64).toImage().isNull()
