@@ -261,8 +261,17 @@ def _display() -> Iterator[str]:
         return
     from pyvirtualdisplay import Display
 
+    # The X server inherits this process's affinity; pinned to CPU 0 (common.py) it would fight one of
+    # llvmpipe's two render threads for that core, a handicap no user's X server has.
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if before is not None:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
     display = Display(backend="xvfb", size=(1600, 1000), color_depth=24)
-    display.start()
+    try:
+        display.start()
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
     try:
         yield f"Xvfb {display.new_display_var} started by the benchmark (PyVirtualDisplay)"
     finally:

@@ -3,11 +3,12 @@
 Why it is built the way it is (measured in the toolchain report, §5b): on a software renderer a frame
 costs 15-60 ms, so the view must never render once per weight change. Scene events only mark the
 mesh dirty and start a single-shot timer; when it fires the morph is evaluated once and ONE repaint
-is requested. The timer waits only for what is left of the 16 ms frame since the last render began
-(``QElapsedTimer``): a fixed 16 ms wait on top of the render itself capped even a trivial mesh at
-~30 fps, while the remainder keeps frames 16 ms apart when rendering is cheap and back to back when
-it is not. ``multi_samples=0`` (MSAA costs ~4x on llvmpipe) and ``auto_update=False``
-(pyvistaqt's 5 Hz re-render timer) keep the rest of the budget.
+is requested. Frames start on a fixed 16 ms grid: the timer waits only until the next grid point
+after the last render began. A fixed 16 ms wait on top of the render capped even a trivial mesh at
+~30 fps; waiting "16 ms since the last start" still lost the timer's lateness (~1 ms) every frame
+(57 fps with a 10 ms render); the grid absorbs it, and when a frame overruns the grid restarts from
+now instead of bursting to catch up. ``multi_samples=0`` (MSAA costs ~4x on llvmpipe) and
+``auto_update=False`` (pyvistaqt's 5 Hz re-render timer) keep the rest of the budget.
 
 This module imports pyvista/pyvistaqt (~1 s) at import time, so the main window imports it lazily.
 """
@@ -59,7 +60,7 @@ class AvatarView(QWidget):
         # the main window, which loads avatars properly (morphs, textures, errors).
         self.plotter.setAcceptDrops(False)
         self.plotter.set_background(tuple(c / 255 for c in BACKGROUND))
-        self.plotter.enable_lightkit()
+        _add_light_rig(self.plotter)
         self.plotter.ren_win.AddObserver("StartEvent", self._on_render_start)
         self.plotter.ren_win.AddObserver("EndEvent", self._on_render_end)
         layout = QVBoxLayout(self)
@@ -70,7 +71,9 @@ class AvatarView(QWidget):
         self._frame_timer.setSingleShot(True)
         self._frame_timer.setTimerType(Qt.TimerType.PreciseTimer)  # coarse timers round 16 ms up to ~20
         self._frame_timer.timeout.connect(self._flush)
-        self._since_render = QElapsedTimer()  # invalid until the first render: the first frame goes at once
+        self._clock = QElapsedTimer()
+        self._clock.start()
+        self._next_due_ms: int | None = None  # earliest start of the next frame; None: the next goes at once
         self._sig_scene_changed.connect(self._schedule_frame, Qt.ConnectionType.AutoConnection)
 
     # --- scene -----------------------------------------------------------------------------------
@@ -161,8 +164,8 @@ class AvatarView(QWidget):
     def _schedule_frame(self) -> None:
         if self._closed or self._frame_timer.isActive():
             return  # a frame is already due: this change rides on it
-        elapsed = self._since_render.elapsed() if self._since_render.isValid() else FRAME_INTERVAL_MS
-        self._frame_timer.start(max(0, FRAME_INTERVAL_MS - elapsed))
+        due = self._next_due_ms
+        self._frame_timer.start(0 if due is None else max(0, due - self._clock.elapsed()))
 
     @property
     def frame_pending(self) -> bool:
@@ -186,7 +189,12 @@ class AvatarView(QWidget):
         self.plotter.interactor.update()
 
     def _on_render_start(self, _obj: object, _event: str) -> None:
-        self._since_render.start()  # frames are paced start to start, so a 5 ms render still gives 60 fps
+        # The frame starting now was due at _next_due_ms; the next one is one period later on the same
+        # grid, unless this one is more than a period late (then the grid restarts from now).
+        now = self._clock.elapsed()
+        due = self._next_due_ms
+        base = due if due is not None and now - due < FRAME_INTERVAL_MS else now
+        self._next_due_ms = base + FRAME_INTERVAL_MS
 
     def _on_render_end(self, _obj: object, _event: str) -> None:
         self.frames_rendered += 1
@@ -279,6 +287,21 @@ def _write_in_place(mesh: pv.PolyData, positions: np.ndarray, normals: np.ndarra
     if normals is not None:
         np.copyto(mesh.point_data["Normals"], normals)
         mesh.GetPointData().GetNormals().Modified()
+
+
+def _add_light_rig(plotter: QtInteractor) -> None:
+    """A key light from above the camera and a soft headlight fill, both moving with the camera.
+
+    Why not pyvista's light kit: its five lights (key, fill, two back lights, headlight) cost a fragment
+    shader loop per light on llvmpipe, ~15% of a frame more than these two, and the back lights add
+    nothing to a face seen from the front. The key sits where the kit's key does (50° up, 10° right).
+    """
+    plotter.remove_all_lights()
+    key = pv.Light(light_type="camera light", intensity=0.72)
+    key.set_direction_angle(50, 10)
+    fill = pv.Light(light_type="headlight", intensity=0.42)
+    plotter.add_light(key)
+    plotter.add_light(fill)
 
 
 def _texture(texture: Texture, cache: dict[int, pv.Texture]) -> pv.Texture:
