@@ -558,7 +558,7 @@ class MappingEditor(QWidget):
         return Path(recent).parent if recent else Path.home()
 
     def _document_name(self) -> str:
-        return self._path.name if self._path is not None else "new table"
+        return self._path.name if self._path is not None else "default table (not saved to a file)"
 
     def _show_file_error(self, path: Path, reasons: list[str], *, still: str) -> None:
         items = "".join(f"<li>{html.escape(reason)}</li>" for reason in reasons)

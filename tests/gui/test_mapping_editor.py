@@ -144,7 +144,7 @@ def test_starts_with_the_default_table_and_lists_the_fifteen_visemes(make_editor
     assert len(labels) == 15
     assert labels[1].startswith("PP · MBP") and labels[10].startswith("aa · A") and labels[11].startswith("E · ee")
     assert editor.table == VisemeTable.default()
-    assert not editor.is_modified and editor.title_label.text() == "Mapping table — new table"
+    assert not editor.is_modified and editor.title_label.text() == "Mapping table — default table (not saved to a file)"
     assert editor.summary_label.text().startswith("No avatar shown")
     assert not editor.problems and editor.problems_list.isHidden()
 
