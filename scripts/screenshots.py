@@ -201,6 +201,7 @@ def shoot(out: Path, tmp: Path, files: dict[str, Path]) -> None:
 
     if hasattr(window, "selfie_panel") and hasattr(window, "preferences_panel"):
         shoot_selfie_and_preferences(window, out, files["photo"])
+        shoot_lipsync_and_mapping(window, out, tmp)
 
     window.close()
     settle(0.5)
@@ -243,6 +244,39 @@ def shoot_selfie_and_preferences(window: object, out: Path, photo: Path) -> None
     wait_until(lambda: bool(saved), "the saved preferences")
     settle(0.4)
     save(window.preferences_dock.grab(), out / "preferences.png")  # type: ignore[attr-defined]
+
+
+def shoot_lipsync_and_mapping(window: object, out: Path, tmp: Path) -> None:
+    """The Lip Sync panel halfway through a spoken sentence, then the Viseme Mapping editor on "aa".
+
+    Uses the avatar the local provider just made from the selfie, so both show a real generated face.
+    """
+    from avatar_studio.lipsync.audio_files import write_wav
+    from avatar_studio.lipsync.espeak import synthesize
+
+    speech = synthesize("Avatar Studio checks every mouth shape before it ships.")
+    wav = tmp / "sentence.wav"
+    write_wav(wav, speech.samples(), speech.sample_rate)
+    window.lipsync_dock.raise_()  # type: ignore[attr-defined]
+    wait_until(lambda: window.lipsync_panel is not None, "the lip-sync panel")  # type: ignore[attr-defined]
+    panel = window.lipsync_panel  # type: ignore[attr-defined]
+    window.set_camera_preset("front")  # type: ignore[attr-defined]
+    panel.open_audio_file(wav)
+    panel.play()
+    wait_until(lambda: panel.timeline.points_shown > 180, "the lip-sync playback", timeout=60)
+    panel.pause()
+    settle(0.4)
+    window.view.render_now()  # type: ignore[attr-defined]
+    save(window.grab(), out / "lipsync.png")  # type: ignore[attr-defined]
+    panel.stop()
+
+    editor = window.mapping_editor  # type: ignore[attr-defined]
+    window.mapping_dock.raise_()  # type: ignore[attr-defined]
+    editor.select_viseme("aa")
+    settle(0.6)
+    window.view.render_now()  # type: ignore[attr-defined]
+    save(window.grab(), out / "mapping.png")  # type: ignore[attr-defined]
+    window.panel_dock.raise_()  # type: ignore[attr-defined]
 
 
 def save(pixmap: object, path: Path) -> None:
