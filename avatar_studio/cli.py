@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p_lip = sub.add_parser("lipsync", help="audio → visemes and blendshapes (analyze a WAV, score against phones)")
     lip = p_lip.add_subparsers(dest="lipsync_command", metavar="ACTION", required=True)
     p_an = lip.add_parser("analyze", help="one frame per 10 ms: viseme and blendshape weights (JSON or CSV)")
-    p_an.add_argument("audio", type=Path, metavar="AUDIO", help="WAV file (PCM 8/16/24/32-bit or float, any rate)")
+    p_an.add_argument("audio", type=Path, metavar="AUDIO", help="WAV (PCM 8/16/24/32-bit or float) or FLAC file, any rate")
     p_an.add_argument("--mode", choices=("live", "offline"), default="live",
                       help="live: the causal microphone engine (default); offline: pocketsphinx phone decoding")
     p_an.add_argument("--mapping", type=Path, metavar="TABLE", help="viseme table (default: the built-in table)")

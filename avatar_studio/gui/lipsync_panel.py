@@ -62,7 +62,7 @@ from avatar_studio.gui.lipsync_audio import AnalysisJob, ClipPlayback, FrameBox,
 from avatar_studio.gui.lipsync_timeline import WINDOW_S, FrameRing, LipSyncTimeline
 from avatar_studio.gui.morph_panel import signals_blocked
 from avatar_studio.gui.viseme_bars import VisemeBars
-from avatar_studio.lipsync.audio_files import AudioFileError, read_wav
+from avatar_studio.lipsync.audio_files import AudioFileError, read_audio
 from avatar_studio.lipsync.audio_input import (
     SILENCE_DBFS,
     AudioDeviceError,
@@ -270,7 +270,7 @@ class LipSyncPanel(QWidget):
     def _build_file_group(self) -> QGroupBox:
         group = QGroupBox("Audio file")
         self.open_button = QPushButton("Open…")
-        self.open_button.setToolTip("Open a WAV file (PCM 8/16/24/32-bit or float)")
+        self.open_button.setToolTip("Open a WAV (PCM 8/16/24/32-bit or float) or FLAC file")
         self.open_button.clicked.connect(self._open_dialog)
         self.file_label = QLabel("No file")
         self.file_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -485,10 +485,10 @@ class LipSyncPanel(QWidget):
         self.bars.clear()
 
     def open_audio_file(self, path: str | Path) -> bool:
-        """Load a WAV file for playback; on failure show why and keep everything as it was."""
+        """Load a WAV or FLAC file for playback; on failure show why and keep everything as it was."""
         path = Path(path)
         try:
-            samples, rate = read_wav(path)
+            samples, rate = read_audio(path)
         except AudioFileError as exc:
             self._show_message(f"Cannot open the audio file — {exc}", error=True)
             return False
@@ -690,7 +690,7 @@ class LipSyncPanel(QWidget):
     def _open_dialog(self) -> None:
         start = str(self._settings.value("lipsync/last_dir", str(Path.home())))
         path, _filter = QFileDialog.getOpenFileName(
-            self, "Open audio", start, "WAV audio (*.wav *.wave);;All files (*)"
+            self, "Open audio", start, "Audio (*.wav *.wave *.flac);;All files (*)"
         )
         if path:
             self.open_audio_file(path)

@@ -1,4 +1,4 @@
-"""Reading (and, for tests and calibration takes, writing) WAV files without extra dependencies.
+"""Reading WAV (and FLAC) files, and writing WAV for recordings, tests and calibration takes.
 
 Why our own RIFF reader instead of ``wave``: Python 3.11's ``wave`` refuses 32-bit float files
 (format 3) and WAVE_FORMAT_EXTENSIBLE headers, which is what most DAWs and browsers write, and its
@@ -38,6 +38,32 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         return _parse(data)
     except AudioFileError as exc:
         raise AudioFileError(f"{path}: {exc}") from None
+
+
+def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Like :func:`read_wav`, and FLAC too: what the app and ``lipsync analyze`` accept.
+
+    Why FLAC goes through soundfile (libsndfile, bundled in its wheel): FLAC is a real codec (LPC and
+    Rice coding); writing a decoder would be a project of its own, while libsndfile's is the one audio
+    tools on every platform use. Told apart by content, not suffix, so a renamed file still opens.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise AudioFileError(f"{path}: {exc.strerror or exc}") from None
+    if magic != b"fLaC":
+        return read_wav(path)
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, ValueError) as exc:  # LibsndfileError is a RuntimeError
+        raise AudioFileError(f"{path}: not a readable FLAC file ({exc})") from None
+    if samples.size == 0:
+        raise AudioFileError(f"{path}: the FLAC file contains no audio")
+    return samples.mean(axis=1, dtype=np.float32), int(rate)
 
 
 def _parse(data: bytes) -> tuple[np.ndarray, int]:

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 
 from avatar_studio.avatar.blendshapes import OVR_VISEMES
-from avatar_studio.lipsync.audio_files import read_wav
+from avatar_studio.lipsync.audio_files import read_audio
 from avatar_studio.lipsync.classifier import LOOKAHEAD_FRAMES, LiveClassifier, VisemeModel
 from avatar_studio.lipsync.features import (
     HOP,
@@ -136,8 +136,8 @@ class LipSyncEngine:
         return frames[:n_frames]
 
     def analyze_file(self, path: str | os.PathLike[str]) -> list[Frame]:
-        """Frames of a WAV file (``AudioFileError`` for unreadable files)."""
-        samples, rate = read_wav(path)
+        """Frames of a WAV or FLAC file (``AudioFileError`` for unreadable files)."""
+        samples, rate = read_audio(path)
         return self.analyze(samples, rate)
 
     # -- internals ------------------------------------------------------------------------------------------

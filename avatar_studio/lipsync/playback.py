@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from avatar_studio.lipsync.audio_files import AudioFileError, read_wav
+from avatar_studio.lipsync.audio_files import AudioFileError, read_audio
 from avatar_studio.lipsync.audio_input import AudioDeviceError, load_sounddevice, resample
 
 __all__ = ["OutputDevice", "PlaybackError", "WavPlayer", "list_output_devices"]
@@ -119,7 +119,7 @@ class WavPlayer:
             samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         else:
             try:
-                samples, rate = read_wav(source)
+                samples, rate = read_audio(source)
             except AudioFileError as exc:
                 raise PlaybackError(f"cannot play {exc}") from exc
         self.source_rate = int(rate)

@@ -253,6 +253,25 @@ def test_unreadable_file_shows_a_message_and_the_panel_stays_usable(
     _assert_neutral(panel, scene)
 
 
+def test_a_flac_file_plays_like_its_wav(
+    qtbot, make_panel: MakePanel, scene: AvatarScene, speech_wav: Path, tmp_path: Path
+) -> None:
+    import soundfile
+
+    from avatar_studio.lipsync.audio_files import read_wav
+
+    samples, rate = read_wav(speech_wav)
+    flac = tmp_path / "speech.flac"
+    soundfile.write(flac, samples, rate, subtype="PCM_16")
+    panel = make_panel(scene)
+    assert panel.open_audio_file(flac)
+    assert panel.file_label.text() == "speech.flac"
+    panel.play()
+    qtbot.waitUntil(lambda: max(_mouth(scene, panel.table).values()) > 0.05, timeout=15_000)
+    panel.stop()
+    _assert_neutral(panel, scene)
+
+
 def test_without_an_avatar_the_bars_and_timeline_still_run(qtbot, make_panel: MakePanel, speech_wav: Path) -> None:
     panel = make_panel(None)
     assert panel.avatar_note.isVisibleTo(panel)

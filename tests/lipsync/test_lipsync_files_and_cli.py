@@ -21,7 +21,7 @@ from lipsync_signals import hiss, vowel
 from avatar_studio.avatar.blendshapes import OVR_VISEMES
 from avatar_studio.cli import main
 from avatar_studio.lipsync.alignment import AlignmentError, parse_table, parse_textgrid, read_alignment
-from avatar_studio.lipsync.audio_files import AudioFileError, read_wav, write_wav
+from avatar_studio.lipsync.audio_files import AudioFileError, read_audio, read_wav, write_wav
 from avatar_studio.lipsync.classifier import (
     CALIBRATION_PROMPTS,
     LiveClassifier,
@@ -174,6 +174,31 @@ def test_write_wav_round_trip(tmp_path: Path) -> None:
     assert rate == 22_050 and np.max(np.abs(y - x)) < 1e-4
 
 
+def test_flac_reads_like_the_same_wav(tmp_path: Path) -> None:
+    """FLAC is lossless: a 16-bit FLAC and the 16-bit WAV of the same samples give the same audio."""
+    import soundfile
+
+    x = np.concatenate([vowel(0.2, 22_050), hiss(0.1, 22_050)]).astype(np.float32)
+    stereo = np.stack([x, 0.5 * x], axis=1)
+    soundfile.write(tmp_path / "v.flac", stereo, 22_050, subtype="PCM_16")
+    soundfile.write(tmp_path / "v.wav", stereo, 22_050, subtype="PCM_16")
+    flac, flac_rate = read_audio(tmp_path / "v.flac")
+    wav, wav_rate = read_audio(tmp_path / "v.wav")
+    assert flac_rate == wav_rate == 22_050
+    np.testing.assert_allclose(flac, wav, atol=2 / 32768)  # the same 16-bit samples, within one step
+    np.testing.assert_allclose(flac, 0.75 * x, atol=1e-3)  # channels averaged
+    renamed = tmp_path / "no-suffix"
+    renamed.write_bytes((tmp_path / "v.flac").read_bytes())
+    np.testing.assert_array_equal(read_audio(renamed)[0], flac)  # told apart by content
+
+
+def test_broken_flac_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "cut.flac"
+    path.write_bytes(b"fLaC\x00\x00\x00\x22" + bytes(40))
+    with pytest.raises(AudioFileError, match=r"cut\.flac: not a readable FLAC file"):
+        read_audio(path)
+
+
 # -- phones, alignments, scoring ------------------------------------------------------------------------------
 
 
@@ -295,6 +320,19 @@ def test_analyze_csv_to_file(speech_wav: Path, tmp_path: Path, capsys: pytest.Ca
     assert rows[0][:16] == ["t", *OVR_VISEMES] and "jawOpen" in rows[0]
     assert len(rows) == 81 and rows[2][0] == "0.01"
     assert "wrote" in capsys.readouterr().out
+
+
+def test_analyze_reads_flac(speech_wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import soundfile
+
+    samples, rate = read_wav(speech_wav)
+    flac = tmp_path / "speech.flac"
+    soundfile.write(flac, samples, rate, subtype="PCM_16")
+    assert main(["lipsync", "analyze", str(speech_wav), "--json"]) == 0
+    from_wav = json.loads(capsys.readouterr().out)
+    assert main(["lipsync", "analyze", str(flac), "--json"]) == 0
+    from_flac = json.loads(capsys.readouterr().out)
+    assert from_flac == from_wav  # write_wav stores 16-bit: the same samples, so the same frames
 
 
 def test_analyze_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
