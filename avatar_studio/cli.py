@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     p_lip = sub.add_parser("lipsync", help="audio → visemes and blendshapes (analyze a WAV, score against phones)")
     lip = p_lip.add_subparsers(dest="lipsync_command", metavar="ACTION", required=True)
     p_an = lip.add_parser("analyze", help="one frame per 10 ms: viseme and blendshape weights (JSON or CSV)")
-    p_an.add_argument("audio", type=Path, metavar="AUDIO", help="WAV (PCM 8/16/24/32-bit or float) or FLAC file, any rate")
+    p_an.add_argument("audio", type=Path, metavar="AUDIO",
+                      help="WAV (PCM 8/16/24/32-bit or float) or FLAC file, any rate")
     p_an.add_argument("--mode", choices=("live", "offline"), default="live",
                       help="live: the causal microphone engine (default); offline: pocketsphinx phone decoding")
     p_an.add_argument("--mapping", type=Path, metavar="TABLE", help="viseme table (default: the built-in table)")
@@ -289,21 +290,20 @@ def _screenshot_args(args_list: list[str]) -> tuple[Path, list[str]]:
     return args.screenshot, args.files
 
 
-def _frozen_setup() -> None:
-    """What a PyInstaller bundle needs before Qt loads (nothing happens in a normal install).
+def _quiet_qt_probes() -> None:
+    """Silence Qt's multimedia probe for PipeWire before Qt loads.
 
-    Why: Qt's multimedia back-end looks for the system's PipeWire and logs two warnings on every start
-    of a bundle on a system without it; users read those as errors. An explicit QT_LOGGING_RULES wins.
+    Why: on a system without PipeWire (most servers, Debian without a desktop) Qt logs two "Couldn't
+    load pipewire-0.3" lines on every start; users read them as errors, though the camera dialog works
+    through the other back-ends. A QT_LOGGING_RULES the user sets still wins.
     """
-    if not getattr(sys, "frozen", False):
-        return
     os.environ.setdefault("QT_LOGGING_RULES", "qt.multimedia.symbolsresolver=false")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``avatar-studio`` and ``python -m avatar_studio``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    _frozen_setup()
+    _quiet_qt_probes()
     screenshot: Path | None = None
     if args_list and args_list[0].split("=", 1)[0] == "--screenshot":
         screenshot, args_list = _screenshot_args(args_list)
