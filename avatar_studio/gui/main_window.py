@@ -17,8 +17,9 @@ Why every panel is built with the window, connected or not: a panel that appears
 service answers moves the layout under the user's mouse, and one that never appears (service down)
 hides *why* nothing works. The panels ask the session for its client on every action, so they show
 "not connected" until ``sig_ready`` and work from then on without being rebuilt. Left: Selfie, Jobs,
-Library (where avatars come from); right: Morph Targets, Inspect, Preferences (what to do with the
-one on screen). :meth:`MainWindow.add_panel` stays open for panels added later (lip-sync).
+Library (where avatars come from); right: Morph Targets, Inspect, Preferences, Viseme Mapping and Lip
+Sync (what to do with the one on screen). The Lip Sync panel is the one exception to "built with the
+window": it is built when its dock is first shown (see ``_build_lipsync_dock``).
 """
 
 from __future__ import annotations
