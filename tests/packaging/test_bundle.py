@@ -89,7 +89,10 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
     tarball = Path(given) if given else _build(tmp_path_factory.mktemp("dist"))
     unpacked = tmp_path_factory.mktemp("installed")
     with tarfile.open(tarball) as archive:
-        archive.extractall(unpacked, filter="tar")
+        if hasattr(tarfile, "tar_filter"):  # Python ≥ 3.11.4; Debian 12's 3.11.2 predates extraction filters
+            archive.extractall(unpacked, filter="tar")
+        else:
+            archive.extractall(unpacked)  # our own tarball, just built: nothing untrusted in it
     folder = unpacked / f"avatar-studio-{__version__}"
     assert folder.is_dir(), f"the tarball must unpack into avatar-studio-{__version__}/: {os.listdir(unpacked)}"
     home = tmp_path_factory.mktemp("home")
