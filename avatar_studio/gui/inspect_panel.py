@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from avatar_studio.avatar.model import Avatar
 from avatar_studio.avatar.report import build_report, render_text
+from avatar_studio.gui.error_box import error_box
 from avatar_studio.lipsync.viseme_table import VisemeTable, VisemeTableError
 
 TABLE_SETTING: Final[str] = "inspect/visemeTable"
@@ -80,16 +81,7 @@ class InspectPanel(QWidget):
         table_row.addWidget(self.default_table_button)
         table_row.addWidget(self.table_label, 1)
 
-        self.table_error = QLabel()
-        self.table_error.setObjectName("inspectTableError")
-        self.table_error.setWordWrap(True)
-        self.table_error.setTextFormat(Qt.TextFormat.RichText)
-        self.table_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.table_error.setStyleSheet(
-            "QLabel#inspectTableError { background: #4a2a2c; color: #f2d0cc; border: 1px solid #8a4b4b;"
-            " border-radius: 4px; padding: 6px; }"
-        )
-        self.table_error.hide()
+        self.table_error = error_box("inspectTableError")
 
         self.text = QTextBrowser()
         self.text.setObjectName("inspectReport")

@@ -48,6 +48,7 @@ from PySide6.QtWidgets import (
 
 from avatar_studio.avatar.blendshapes import OVR_VISEMES, canonical_viseme
 from avatar_studio.avatar.scene import AvatarScene
+from avatar_studio.gui.error_box import error_box
 from avatar_studio.gui.mapping_draft import (
     Draft,
     DraftCheck,
@@ -198,16 +199,7 @@ class MappingEditor(QWidget):
             action.triggered.connect(lambda _checked=False, slot=slot: slot())
             self.addAction(action)
 
-        self.file_error = QLabel()
-        self.file_error.setObjectName("mappingFileError")
-        self.file_error.setWordWrap(True)
-        self.file_error.setTextFormat(Qt.TextFormat.RichText)
-        self.file_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.file_error.setStyleSheet(
-            "QLabel#mappingFileError { background: #4a2a2c; color: #f2d0cc; border: 1px solid #8a4b4b;"
-            " border-radius: 4px; padding: 6px; }"
-        )
-        self.file_error.hide()
+        self.file_error = error_box("mappingFileError")
 
         self.summary_label = QLabel()
         self.summary_label.setObjectName("mappingSummary")

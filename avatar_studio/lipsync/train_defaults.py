@@ -125,7 +125,13 @@ def _microphone(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return y * (np.max(np.abs(x)) / peak) if peak > 0 else y
 
 
-def _stub_model(mel_init: np.ndarray, cmn_init: np.ndarray, level_init: float) -> VisemeModel:
+def _normalisation_model(mel_init: np.ndarray, cmn_init: np.ndarray, level_init: float) -> VisemeModel:
+    """A model that carries only the running-normalisation starting points of the training speech.
+
+    Why: the training features must be computed exactly as the live classifier computes them, and that
+    computation reads its normalisation start from a model; the Gaussians and the network are what is
+    being trained here, so they are left neutral (zero means, unit variances, flat prior).
+    """
     n = len(OVR_VISEMES)
     return VisemeModel(
         means=np.zeros((n, N_FEATURES)),
@@ -228,10 +234,10 @@ def train(
     cmn = np.mean([f.mfcc for f in speech], axis=0)
     mel = np.mean([f.logmel for f in speech], axis=0)
     level = float(np.median([f.level_db for f in speech]))
-    stub = _stub_model(mel, cmn, level)
+    normalisation = _normalisation_model(mel, cmn, level)
     g_rows, x_rows = [], []
     for u in frames:
-        g, v = utterance_features(stub, u)
+        g, v = utterance_features(normalisation, u)
         g_rows.append(g)
         x_rows.append(windows(v))
     g, x, y = np.concatenate(g_rows), np.concatenate(x_rows), np.concatenate(labels)
